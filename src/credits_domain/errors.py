@@ -1,0 +1,144 @@
+"""Domain errors: every expected refusal has its own class under `CreditsError`.
+
+A rejected request is an expected domain error (one of these). A broken invariant is a
+bug and raises `AssertionError` through `invariant()`; it is never caught.
+"""
+
+from __future__ import annotations
+
+
+class CreditsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class MalformedContact(CreditsError, ValueError):
+    """A contact datum could not be put in canonical form (R12)."""
+
+    def __init__(self, channel: str, raw: object, why: str) -> None:
+        super().__init__(f"malformed {channel} {raw!r}: {why}")
+        self.channel = channel
+        self.raw = raw
+
+
+class InvalidRequest(CreditsError, ValueError):
+    """An argument of a call is of the wrong type or out of range; nothing was changed."""
+
+
+class BatchTooLarge(InvalidRequest):
+    """A charging request carries more contacts than the policy's batch limit."""
+
+
+class InvalidPlan(CreditsError, ValueError):
+    """A Plan definition breaks its own rules (negative allowance, empty name, ...)."""
+
+
+class UnknownPlan(CreditsError, LookupError):
+    """A plan name is not in the catalogue the service was given."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown plan {name!r}; known plans: {', '.join(sorted(known))}")
+        self.name = name
+
+
+class UnknownAccount(CreditsError, LookupError):
+    """The account has never subscribed."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"account {account!r} has never subscribed; call subscribe() first")
+        self.account = account
+
+
+class NoActiveSubscription(CreditsError):
+    """The account's subscription has lapsed (R6); subscribe again to charge or change plan."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(
+            f"account {account!r} has no active subscription; subscribe() to start a new one"
+        )
+        self.account = account
+
+
+class AlreadySubscribed(CreditsError):
+    """subscribe() on an account whose subscription is still running; use change_plan()."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(
+            f"account {account!r} already has a subscription; use change_plan() to switch plans"
+        )
+        self.account = account
+
+
+class SubscriptionPaused(CreditsError):
+    """A charge or plan change on a paused subscription (R6); resume() it first."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"account {account!r} is paused; resume() it before charging")
+        self.account = account
+
+
+class IdempotencyKeyReused(CreditsError):
+    """The idempotency key was first used with another payload (R17)."""
+
+    def __init__(self, account: str, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} of account {account!r} was already used for another "
+            "request; use a new key for a new request"
+        )
+        self.account = account
+        self.key = key
+
+
+class RequestInFlight(CreditsError):
+    """The first request with this idempotency key is still being verified; retry later."""
+
+    def __init__(self, account: str, key: str) -> None:
+        super().__init__(
+            f"a request of account {account!r} with idempotency key {key!r} is still in flight; "
+            "retry after it finishes or its hold expires"
+        )
+        self.account = account
+        self.key = key
+
+
+class HoldExpired(CreditsError):
+    """The request's hold expired or was released before it settled (R16); nothing was charged.
+
+    Retry the request (with the same idempotency key, if it had one).
+    """
+
+
+class ConcurrencyConflict(CreditsError):
+    """A storage transaction lost a race with another writer.
+
+    Adapters turn their driver's conflict errors into this one; the service retries the
+    whole transaction a bounded number of times before letting it through.
+    """
+
+
+class RefundRefused(CreditsError):
+    """A bounce report that cannot be refunded (R18); the subclass says why."""
+
+
+class NotCharged(RefundRefused):
+    """The bounced datum was never charged to this account."""
+
+
+class AlreadyRefunded(RefundRefused):
+    """The bounced datum was refunded before; a datum is refunded at most once."""
+
+
+class RefundWindowClosed(RefundRefused):
+    """The bounce was reported more than the refund window (30 days) after the charge."""
+
+
+class NotAnEmail(RefundRefused):
+    """Only emails bounce; a mobile number cannot be reported as a bounce."""
+
+
+def invariant(condition: bool, message: str) -> None:
+    """Crash on a broken invariant (TIGER_STYLE): a bug, never an expected refusal.
+
+    Unlike `assert`, this stays on under `python -O`.
+    """
+    if not condition:
+        raise AssertionError(f"invariant broken: {message}")

@@ -1,0 +1,130 @@
+"""The ports the core defines; adapters implement them (hexagonal architecture).
+
+- `Clock`: the only source of time (all instants timezone-aware UTC).
+- `Verifier`: verifies a batch of contacts in one call (R11), so an adapter can verify
+  them concurrently. It may raise: the service turns any failure into UNKNOWN (R10).
+- `Repository`: storage. Writes happen in a `UnitOfWork`: everything a unit of work
+  does (wallet, ledger entries, ownership, idempotency record) commits together or not
+  at all. While a unit of work has loaded an account's wallet, no other unit of work
+  may change that account (a lock, or an optimistic check that raises
+  `ConcurrencyConflict` at save or commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+import attrs
+
+from credits_domain.charging import ChargeResult
+from credits_domain.contact import Channel, Contact
+from credits_domain.dedup import Ownership
+from credits_domain.ledger import LedgerEntry
+from credits_domain.verdict import Verdict
+from credits_domain.wallet import Wallet
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware."""
+        ...
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    def verify(self, contacts: Sequence[Contact]) -> Sequence[Verdict]:
+        """One verdict per contact, in the same order."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class IdempotencyRecord:
+    """R17: the first request under a key. `result` is None while it is in flight."""
+
+    account: str
+    key: str
+    fingerprint: str
+    hold_id: str | None
+    created_at: datetime
+    result: ChargeResult | None = None
+
+
+class DedupRegistry(Protocol):
+    """Which data each account owns (R12). Asked per request, never loaded whole."""
+
+    def owned(self, account: str, contacts: Collection[Contact]) -> Mapping[Contact, Ownership]:
+        """The ownership records among `contacts` (a bounded batch)."""
+        ...
+
+    def add(self, records: Sequence[Ownership]) -> None:
+        """Record newly charged data; a datum already owned raises ConcurrencyConflict."""
+        ...
+
+    def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None: ...
+
+
+class IdempotencyStore(Protocol):
+    def get(self, account: str, key: str) -> IdempotencyRecord | None: ...
+
+    def put(self, record: IdempotencyRecord) -> None:
+        """Insert or replace the record of (account, key)."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One atomic storage transaction. Leaving the `with` block without `commit()`
+    (or by an exception) rolls everything back."""
+
+    dedup: DedupRegistry
+    idempotency: IdempotencyStore
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def load_wallet(self, account: str) -> Wallet | None:
+        """The account's wallet, locked against other writers until this unit ends."""
+        ...
+
+    def add_wallet(self, wallet: Wallet) -> None:
+        """Store a new account; an existing one raises ConcurrencyConflict."""
+        ...
+
+    def save_wallet(self, wallet: Wallet) -> None:
+        """Store the wallet's state and append its pending ledger entries (R19)."""
+        ...
+
+    def commit(self) -> None: ...
+
+
+class Repository(Protocol):
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    def entries(
+        self,
+        account: str,
+        *,
+        after_seq: int = -1,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> Sequence[LedgerEntry]:
+        """Up to `limit` entries with seq > after_seq and since <= at < until, by seq."""
+        ...
+
+    def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
+        """The newest entry of `pool` with `at` <= the given instant (R21)."""
+        ...
+
+    def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:
+        """Up to `limit` accounts whose next period boundary is at or before `now`."""
+        ...

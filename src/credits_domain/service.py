@@ -1,0 +1,650 @@
+"""CreditService: the use cases, run against the ports (the application layer).
+
+Charging follows reserve, verify, settle (R16):
+1. reserve, in one unit of work: renew the wallet up to now, replay or refuse by
+   idempotency key (R17), look up which data the account already owns (R12), and hold
+   as many credits as the new data could cost, up to what is available (R15);
+2. verify, with no unit of work open, in rounds: only the data that the hold can pay for
+   are verified; credits freed by data that fail serve the data after them (R15);
+3. settle, in one unit of work: check nobody bought the same data meanwhile, turn the
+   hold into one charge per billable datum (R10) and record ownership and the result.
+A crash between the phases leaves only a hold, which expires (R16), and an unfinished
+idempotency record, which a retry with the same key takes over.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import attrs
+
+from credits_domain.charging import (
+    Candidate,
+    ChargeResult,
+    ItemResult,
+    Outcome,
+    fingerprint,
+    settle,
+)
+from credits_domain.contact import Channel, Contact
+from credits_domain.dedup import Ownership
+from credits_domain.errors import (
+    AlreadyRefunded,
+    AlreadySubscribed,
+    BatchTooLarge,
+    ConcurrencyConflict,
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    NoActiveSubscription,
+    NotAnEmail,
+    NotCharged,
+    RefundWindowClosed,
+    RequestInFlight,
+    UnknownAccount,
+    invariant,
+)
+from credits_domain.ledger import Cause, LedgerEntry, Operation
+from credits_domain.periods import Period, require_utc
+from credits_domain.plans import PLANS, Credits, Plan, resolve_plan
+from credits_domain.policy import ChargePolicy
+from credits_domain.ports import Clock, IdempotencyRecord, Repository, UnitOfWork, Verifier
+from credits_domain.verdict import Verdict
+from credits_domain.wallet import PlanChange, Status, Wallet
+
+T = TypeVar("T")
+
+MAX_ACCOUNT_ID_LENGTH = 200
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_DESTINATION_LENGTH = 100
+STATEMENT_PAGE_SIZE = 1_000
+
+
+@attrs.frozen(kw_only=True)
+class Balance:
+    """An account's pools: `email`/`mobile` are balances, `*_available` subtract open holds."""
+
+    email: int
+    mobile: int
+    email_available: int
+    mobile_available: int
+
+    def of(self, pool: Channel) -> int:
+        return self.email if pool is Channel.EMAIL else self.mobile
+
+
+@attrs.frozen(kw_only=True)
+class Subscription:
+    """A read-only view of an account's subscription."""
+
+    account: str
+    plan: Plan
+    status: Status
+    period: Period
+    ends_at: datetime | None
+    pending_plan: Plan | None
+
+
+@attrs.frozen(kw_only=True)
+class _Reservation:
+    hold_id: str | None
+    candidates: tuple[Candidate, ...]
+    capacity: Credits
+    owned: frozenset[Contact]
+
+
+@attrs.frozen
+class _NewlyOwned:
+    contacts: frozenset[Contact]
+
+
+def _check_account(account: object) -> str:
+    if (
+        not isinstance(account, str)
+        or not account
+        or account != account.strip()
+        or len(account) > MAX_ACCOUNT_ID_LENGTH
+    ):
+        raise InvalidRequest(
+            f"account must be a non-empty trimmed string of at most "
+            f"{MAX_ACCOUNT_ID_LENGTH} characters, got {account!r}"
+        )
+    return account
+
+
+def _check_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidRequest(
+            f"idempotency_key must be a non-empty string of at most "
+            f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {key!r}"
+        )
+    return key
+
+
+class CreditService:
+    """The facade applications code against. Every method is one use case."""
+
+    def __init__(
+        self,
+        *,
+        repository: Repository,
+        verifier: Verifier,
+        clock: Clock,
+        policy: ChargePolicy | None = None,
+        plans: Mapping[str, Plan] = PLANS,
+    ) -> None:
+        self._repository = repository
+        self._verifier = verifier
+        self._clock = clock
+        self._policy = policy if policy is not None else ChargePolicy()
+        self._plans = plans
+
+    @property
+    def policy(self) -> ChargePolicy:
+        return self._policy
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return require_utc(self._clock.now(), "Clock.now()")
+
+    def _transact(self, work: Callable[[UnitOfWork, datetime], T]) -> T:
+        """Run `work` in one unit of work; retry it if it lost a race (bounded)."""
+        attempts = self._policy.max_conflict_retries + 1
+        for attempt in range(attempts):
+            try:
+                with self._repository.unit_of_work() as uow:
+                    result = work(uow, self._now())
+                    uow.commit()
+                    return result
+            except ConcurrencyConflict:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _load(uow: UnitOfWork, account: str, now: datetime) -> Wallet:
+        """The wallet, with every passed period boundary and expired hold applied."""
+        wallet = uow.load_wallet(account)
+        if wallet is None:
+            raise UnknownAccount(account)
+        wallet.catch_up(now)
+        wallet.release_expired_holds(now)
+        return wallet
+
+    def _change(self, account: str, change: Callable[[Wallet, datetime], T]) -> T:
+        account = _check_account(account)
+
+        def work(uow: UnitOfWork, now: datetime) -> T:
+            wallet = self._load(uow, account, now)
+            result = change(wallet, now)
+            wallet.check_invariants()
+            uow.save_wallet(wallet)
+            return result
+
+        return self._transact(work)
+
+    # -- subscriptions (R3..R7) ----------------------------------------------------------
+
+    def subscribe(self, account: str, plan: str | Plan) -> Subscription:
+        """Start a subscription and grant the first allowance (R3). A lapsed account starts
+        afresh from the new allowance; its forfeited credits never come back (R6)."""
+        account = _check_account(account)
+        chosen = resolve_plan(plan, self._plans)
+
+        def work(uow: UnitOfWork, now: datetime) -> Subscription:
+            wallet = uow.load_wallet(account)
+            if wallet is None:
+                wallet = Wallet.open(account, chosen, now)
+                uow.add_wallet(wallet)
+            else:
+                wallet.catch_up(now)
+                if wallet.status is not Status.LAPSED:
+                    raise AlreadySubscribed(account)
+                wallet.restart(chosen, now)
+                uow.save_wallet(wallet)
+            return self._view(wallet)
+
+        return self._transact(work)
+
+    def change_plan(self, account: str, plan: str | Plan) -> PlanChange:
+        """R7: an upgrade acts at once with a pro-rated grant; a downgrade at renewal."""
+        chosen = resolve_plan(plan, self._plans)
+        return self._change(account, lambda wallet, now: wallet.change_plan(chosen, now))
+
+    def cancel(self, account: str) -> datetime:
+        """R6: end the subscription at the end of the current period; returns that instant."""
+        return self._change(account, lambda wallet, now: wallet.cancel())
+
+    def pause(self, account: str) -> None:
+        """R6: at once; credits are kept, nothing is granted, charges are refused."""
+        self._change(account, lambda wallet, now: wallet.pause())
+
+    def resume(self, account: str) -> None:
+        self._change(account, lambda wallet, now: wallet.resume())
+
+    def top_up(self, account: str, credits: Credits, *, reason: str) -> list[LedgerEntry]:
+        """R8: a top-up, promotion or goodwill grant, as ledger entries like any other."""
+        if not isinstance(credits, Credits) or not (credits.email or credits.mobile):
+            raise InvalidRequest(f"a top-up needs some credits, got {credits!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidRequest("a top-up needs a reason (promotion, goodwill, ...)")
+
+        def change(wallet: Wallet, now: datetime) -> list[LedgerEntry]:
+            if wallet.status is Status.LAPSED:
+                raise NoActiveSubscription(account)
+            cause = Cause(operation=Operation.GRANT, plan=wallet.plan.name, note=reason)
+            return [
+                wallet.top_up(pool, credits.of(pool), now, cause)
+                for pool in Channel
+                if credits.of(pool)
+            ]
+
+        return self._change(account, change)
+
+    def renew_due(self, *, batch_size: int = 500, max_batches: int = 10_000) -> int:
+        """Renew every account whose period boundary has passed (for a scheduler).
+
+        Safe to run twice or concurrently: renewing is catching a wallet up to now, and a
+        wallet already caught up has nothing to apply. Returns how many accounts it renewed.
+        """
+        if batch_size < 1 or max_batches < 1:
+            raise InvalidRequest("batch_size and max_batches must be >= 1")
+        renewed = 0
+        seen: set[str] = set()
+        for _ in range(max_batches):
+            due = [
+                a for a in self._repository.due_accounts(self._now(), batch_size) if a not in seen
+            ]
+            if not due:
+                break
+            for account in due:
+                seen.add(account)
+                self._change(account, lambda wallet, now: None)
+                renewed += 1
+        return renewed
+
+    # -- reading (R20, R21) --------------------------------------------------------------
+
+    def _read(self, account: str, read: Callable[[Wallet], T]) -> T:
+        account = _check_account(account)
+
+        def work(uow: UnitOfWork, now: datetime) -> T:
+            wallet = uow.load_wallet(account)
+            if wallet is None:
+                raise UnknownAccount(account)
+            seq, holds = wallet.next_seq, len(wallet.holds)
+            wallet.catch_up(now)
+            wallet.release_expired_holds(now)
+            if wallet.next_seq != seq or len(wallet.holds) != holds or wallet.pending_entries:
+                uow.save_wallet(wallet)  # touching an account applies what time has done
+            return read(wallet)
+
+        return self._transact(work)
+
+    def balance(self, account: str) -> Balance:
+        """The pools now, O(1) in the ledger's size; a lapsed account reads zero (R6)."""
+
+        def read(wallet: Wallet) -> Balance:
+            return Balance(
+                email=wallet.balance(Channel.EMAIL),
+                mobile=wallet.balance(Channel.MOBILE),
+                email_available=wallet.available(Channel.EMAIL),
+                mobile_available=wallet.available(Channel.MOBILE),
+            )
+
+        return self._read(account, read)
+
+    def subscription(self, account: str) -> Subscription:
+        return self._read(account, self._view)
+
+    def period(self, account: str, index: int | None = None) -> Period:
+        """Billing period `index` of the current subscription (default: the current one)."""
+
+        def read(wallet: Wallet) -> Period:
+            return wallet.period() if index is None else Period.of(wallet.anchor, index)
+
+        return self._read(account, read)
+
+    def balance_at(self, account: str, at: datetime) -> Credits:
+        """R21: both pools' balances at a past instant, from the ledger."""
+        at = require_utc(at, "at")
+        self._read(account, lambda wallet: None)
+        found = {pool: self._repository.last_entry(account, pool, at) for pool in Channel}
+        return Credits.from_pools(
+            {pool: entry.balance_after for pool, entry in found.items() if entry is not None}
+        )
+
+    def statement(self, account: str, period: Period | None = None) -> Iterator[LedgerEntry]:
+        """R21: the ledger in order (one period's entries, or all), with running balances.
+
+        Entries are read page by page, so a long ledger is never loaded whole.
+        """
+        self._read(account, lambda wallet: None)
+        since = period.start if period is not None else None
+        until = period.end if period is not None else None
+        return self._stream(account, since, until)
+
+    def _stream(
+        self, account: str, since: datetime | None, until: datetime | None
+    ) -> Iterator[LedgerEntry]:
+        after_seq = -1
+        while True:
+            page = self._repository.entries(
+                account, after_seq=after_seq, since=since, until=until, limit=STATEMENT_PAGE_SIZE
+            )
+            yield from page
+            if len(page) < STATEMENT_PAGE_SIZE:
+                return
+            invariant(page[-1].seq > after_seq, "statement pages must advance")
+            after_seq = page[-1].seq
+
+    @staticmethod
+    def _view(wallet: Wallet) -> Subscription:
+        return Subscription(
+            account=wallet.account,
+            plan=wallet.plan,
+            status=wallet.status,
+            period=wallet.period(),
+            ends_at=wallet.ends_at,
+            pending_plan=wallet.pending_plan,
+        )
+
+    # -- refunds (R18) -------------------------------------------------------------------
+
+    def report_bounce(self, account: str, contact: Contact) -> LedgerEntry:
+        """R18: refund a charged email that hard-bounced, once, within the refund window."""
+        if not isinstance(contact, Contact):
+            raise InvalidRequest(f"contact must be a Contact, got {contact!r}")
+        if contact.channel is not Channel.EMAIL:
+            raise NotAnEmail(f"{contact} is not an email; only emails bounce")
+        window = timedelta(seconds=self._policy.refund_window_s)
+
+        def work(uow: UnitOfWork, now: datetime) -> LedgerEntry:
+            wallet = self._load(uow, account, now)
+            if wallet.status is Status.LAPSED:
+                raise NoActiveSubscription(account)
+            record = uow.dedup.owned(account, [contact]).get(contact)
+            if record is None:
+                raise NotCharged(f"{contact} was never charged to account {account!r}")
+            if record.refunded_at is not None:
+                raise AlreadyRefunded(f"{contact} was refunded at {record.refunded_at}")
+            if now - record.charged_at > window:
+                raise RefundWindowClosed(
+                    f"{contact} was charged at {record.charged_at}; bounces are refunded "
+                    f"within {window.days} days of the charge"
+                )
+            cause = Cause(operation=Operation.BOUNCE, datum=str(contact), plan=wallet.plan.name)
+            entry = wallet.refund(record.pool, record.credits, now, cause)
+            uow.dedup.mark_refunded(account, contact, now)
+            wallet.check_invariants()
+            uow.save_wallet(wallet)
+            return entry
+
+        return self._transact(work)
+
+    # -- charging (R9..R17) --------------------------------------------------------------
+
+    def unlock(
+        self, account: str, contacts: Iterable[Contact], *, idempotency_key: str | None = None
+    ) -> ChargeResult:
+        """R9: reveal contacts; pay once per new, verified datum (R10, R12, R15)."""
+        return self._charge(account, Operation.UNLOCK, contacts, None, idempotency_key)
+
+    def export(
+        self,
+        account: str,
+        contacts: Iterable[Contact],
+        *,
+        destination: str,
+        idempotency_key: str | None = None,
+    ) -> ChargeResult:
+        """R13: export to a file or CRM; charges only data not owned yet, verified."""
+        if (
+            not isinstance(destination, str)
+            or not destination.strip()
+            or len(destination) > MAX_DESTINATION_LENGTH
+        ):
+            raise InvalidRequest(
+                f"destination must name a file format or CRM ('csv', 'hubspot'), "
+                f"got {destination!r}"
+            )
+        return self._charge(account, Operation.EXPORT, contacts, destination, idempotency_key)
+
+    def enrich(
+        self, account: str, found: Iterable[Contact], *, idempotency_key: str | None = None
+    ) -> ChargeResult:
+        """R14: charge only newly found data the account does not own that verify VALID."""
+        return self._charge(account, Operation.ENRICH, found, None, idempotency_key)
+
+    def _check_contacts(self, contacts: Iterable[Contact]) -> list[Contact]:
+        if isinstance(contacts, (str, bytes, Contact)):
+            raise InvalidRequest("contacts must be an iterable of Contact, not a single value")
+        checked: list[Contact] = []
+        for contact in contacts:
+            if not isinstance(contact, Contact):
+                raise InvalidRequest(
+                    f"contacts must be Contact values (Contact.email(...)), got {contact!r}"
+                )
+            checked.append(contact)
+            if len(checked) > self._policy.max_batch:
+                raise BatchTooLarge(
+                    f"at most {self._policy.max_batch} contacts per request; split the batch"
+                )
+        return checked
+
+    def _charge(
+        self,
+        account: str,
+        operation: Operation,
+        raw_contacts: Iterable[Contact],
+        destination: str | None,
+        key: object,
+    ) -> ChargeResult:
+        account = _check_account(account)
+        idempotency_key = _check_key(key)
+        contacts = self._check_contacts(raw_contacts)
+        digest = fingerprint(operation, contacts, destination)
+        unique = list(dict.fromkeys(contacts))  # R12: first occurrence pays
+
+        reserved = self._transact(
+            lambda uow, now: self._reserve(uow, now, account, unique, digest, idempotency_key)
+        )
+        if isinstance(reserved, ChargeResult):
+            return reserved
+        owned = set(reserved.owned)
+        verdicts: dict[Contact, Verdict] = {}
+        # Each pass verifies at least one more datum or learns that one more is owned.
+        for _ in range(2 * len(reserved.candidates) + 2):
+            plan = settle(reserved.candidates, verdicts, owned, reserved.capacity, self._policy)
+            if plan.to_verify:
+                verdicts.update(self._verify(plan.to_verify))
+                continue
+            settled = self._transact(
+                functools.partial(
+                    self._settle,
+                    account=account,
+                    operation=operation,
+                    contacts=contacts,
+                    reserved=reserved,
+                    verdicts=dict(verdicts),
+                    owned=frozenset(owned),
+                    decided=plan.decided,
+                    destination=destination,
+                    key=idempotency_key,
+                )
+            )
+            if isinstance(settled, ChargeResult):
+                return settled
+            invariant(not settled.contacts <= owned, "settle must learn something new")
+            owned |= settled.contacts
+        raise AssertionError("invariant broken: settlement did not converge")
+
+    def _reserve(
+        self,
+        uow: UnitOfWork,
+        now: datetime,
+        account: str,
+        unique: list[Contact],
+        digest: str,
+        key: str | None,
+    ) -> _Reservation | ChargeResult:
+        wallet = self._load(uow, account, now)
+        if key is not None:
+            record = uow.idempotency.get(account, key)
+            if record is not None:
+                if record.fingerprint != digest:
+                    raise IdempotencyKeyReused(account, key)
+                if record.result is not None:
+                    uow.save_wallet(wallet)
+                    return attrs.evolve(record.result, replayed=True)
+                if record.hold_id is not None and record.hold_id in wallet.holds:
+                    raise RequestInFlight(account, key)
+                # The first attempt died and its hold expired: this one takes over.
+        wallet.require_chargeable()
+        owned = uow.dedup.owned(account, unique)
+        candidates = tuple(
+            Candidate(contact=c, price=wallet.plan.price_of(c.channel))
+            for c in unique
+            if c not in owned
+        )
+        need = dict.fromkeys(Channel, 0)
+        for candidate in candidates:
+            need[candidate.price.pool] += candidate.price.credits
+        capacity = Credits.from_pools(
+            {pool: min(need[pool], wallet.available(pool)) for pool in Channel}
+        )
+        hold_id = None
+        if capacity.email or capacity.mobile:
+            hold_id = wallet.place_hold(capacity, now, self._policy.hold_ttl_s).hold_id
+        if key is not None:
+            uow.idempotency.put(
+                IdempotencyRecord(
+                    account=account, key=key, fingerprint=digest, hold_id=hold_id, created_at=now
+                )
+            )
+        wallet.check_invariants()
+        uow.save_wallet(wallet)
+        return _Reservation(
+            hold_id=hold_id, candidates=candidates, capacity=capacity, owned=frozenset(owned)
+        )
+
+    def _verify(self, contacts: Sequence[Contact]) -> dict[Contact, Verdict]:
+        """Ask the verifier; any failure or malformed answer is UNKNOWN: no charge (R10)."""
+        unknown = dict.fromkeys(contacts, Verdict.UNKNOWN)
+        try:
+            answer = list(self._verifier.verify(tuple(contacts)))
+        except Exception:  # the verifier is outside our control; never charge on failure
+            return unknown
+        if len(answer) != len(contacts) or not all(isinstance(v, Verdict) for v in answer):
+            return unknown
+        return dict(zip(contacts, answer, strict=True))
+
+    def _settle(
+        self,
+        uow: UnitOfWork,
+        now: datetime,
+        *,
+        account: str,
+        operation: Operation,
+        contacts: list[Contact],
+        reserved: _Reservation,
+        verdicts: Mapping[Contact, Verdict],
+        owned: frozenset[Contact],
+        decided: Mapping[Contact, Outcome],
+        destination: str | None,
+        key: str | None,
+    ) -> ChargeResult | _NewlyOwned:
+        wallet = self._load(uow, account, now)
+        if key is not None:
+            record = uow.idempotency.get(account, key)
+            if record is not None and record.result is not None:
+                return attrs.evolve(record.result, replayed=True)
+            if record is None or record.hold_id != reserved.hold_id:
+                raise HoldExpired(
+                    f"request {key!r} of account {account!r} was taken over "
+                    "by a retry after its hold expired; nothing was charged"
+                )
+        if reserved.hold_id is not None and reserved.hold_id not in wallet.holds:
+            raise HoldExpired(
+                f"the hold of this request of account {account!r} expired before it settled "
+                "(R16); nothing was charged; retry the request"
+            )
+        to_charge = [
+            c.contact for c in reserved.candidates if decided[c.contact] is Outcome.CHARGED
+        ]
+        bought_meanwhile = uow.dedup.owned(account, to_charge)
+        if bought_meanwhile:  # a concurrent request bought them: free for us (R12)
+            return _NewlyOwned(frozenset(bought_meanwhile))
+        if reserved.hold_id is not None:
+            wallet.release_hold(reserved.hold_id)
+
+        prices = {c.contact: c.price for c in reserved.candidates}
+        charged: dict[Contact, ItemResult] = {}
+        records: list[Ownership] = []
+        for contact in to_charge:
+            price = prices[contact]
+            cause = Cause(
+                operation=operation,
+                datum=str(contact),
+                plan=wallet.plan.name,
+                period=wallet.period_index,
+                idempotency_key=key,
+                destination=destination,
+            )
+            entry = wallet.charge(price.pool, price.credits, now, cause)
+            records.append(
+                Ownership(
+                    account=account,
+                    contact=contact,
+                    pool=price.pool,
+                    credits=price.credits,
+                    charged_at=now,
+                    entry_seq=entry.seq,
+                )
+            )
+            charged[contact] = ItemResult(
+                contact=contact,
+                outcome=Outcome.CHARGED,
+                verdict=verdicts[contact],
+                pool=price.pool,
+                credits=price.credits,
+            )
+        uow.dedup.add(records)
+
+        items: list[ItemResult] = []
+        seen: set[Contact] = set()
+        for contact in contacts:
+            if contact in seen:
+                items.append(ItemResult(contact=contact, outcome=Outcome.DUPLICATE_IN_REQUEST))
+            elif contact in owned:
+                items.append(ItemResult(contact=contact, outcome=Outcome.ALREADY_OWNED))
+            elif contact in charged:
+                items.append(charged[contact])
+            else:
+                items.append(
+                    ItemResult(
+                        contact=contact, outcome=decided[contact], verdict=verdicts.get(contact)
+                    )
+                )
+            seen.add(contact)
+        result = ChargeResult(operation=operation, items=tuple(items), idempotency_key=key)
+        if key is not None:
+            uow.idempotency.put(
+                IdempotencyRecord(
+                    account=account,
+                    key=key,
+                    fingerprint=fingerprint(operation, contacts, destination),
+                    hold_id=None,
+                    created_at=now,
+                    result=result,
+                )
+            )
+        wallet.check_invariants()
+        uow.save_wallet(wallet)
+        return result

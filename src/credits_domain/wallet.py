@@ -1,0 +1,333 @@
+"""The Wallet aggregate: one account's subscription, pools, holds and new ledger entries.
+
+A Wallet changes only through its methods, and each method keeps the invariants:
+- R1/R15/R20: no pool below zero, and no pool's available credits (balance - open
+  holds) below zero;
+- R19: every balance change appends exactly one ledger entry, numbered without gaps;
+- R6: a lapsed wallet holds nothing.
+Storage adapters persist `pending_entries` with the wallet and then call
+`entries_saved()`; they never set fields themselves except through `restore()`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import attrs
+
+from credits_domain.contact import Channel
+from credits_domain.errors import NoActiveSubscription, SubscriptionPaused, invariant
+from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
+from credits_domain.periods import Period
+from credits_domain.plans import Credits, Plan
+
+# An account untouched for a century still renews in one call; more than that is a bug.
+MAX_RENEWALS_PER_CATCH_UP = 1_200
+
+
+class Status(enum.Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"  # R6: keeps its credits, grants nothing, refuses charges
+    LAPSED = "lapsed"  # R6: credits forfeited; subscribe() starts afresh
+
+
+class PlanChange(enum.Enum):
+    UNCHANGED = "unchanged"
+    UPGRADED = "upgraded"  # R7: at once, pro-rated difference granted
+    DOWNGRADE_SCHEDULED = "downgrade_scheduled"  # R7: at the next renewal
+
+
+@attrs.frozen(kw_only=True)
+class Hold:
+    """Credits reserved for one request between reserve and settle (R16)."""
+
+    hold_id: str
+    credits: Credits
+    created_at: datetime
+    expires_at: datetime
+
+
+@attrs.define(kw_only=True)
+class Wallet:
+    account: str
+    plan: Plan
+    status: Status
+    anchor: datetime
+    period_index: int
+    ends_at: datetime | None
+    pending_plan: Plan | None
+    balances: dict[Channel, int]
+    holds: dict[str, Hold]
+    next_seq: int
+    next_hold_no: int
+    version: int = 0
+    pending_entries: list[LedgerEntry] = attrs.field(factory=list)
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, account: str, plan: Plan, at: datetime) -> Wallet:
+        """A new account's first subscription, with its first allowance granted (R3)."""
+        wallet = cls(
+            account=account,
+            plan=plan,
+            status=Status.LAPSED,
+            anchor=at,
+            period_index=0,
+            ends_at=None,
+            pending_plan=None,
+            balances={Channel.EMAIL: 0, Channel.MOBILE: 0},
+            holds={},
+            next_seq=0,
+            next_hold_no=0,
+        )
+        wallet.restart(plan, at)
+        return wallet
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        account: str,
+        plan: Plan,
+        status: Status,
+        anchor: datetime,
+        period_index: int,
+        ends_at: datetime | None,
+        pending_plan: Plan | None,
+        balances: Mapping[Channel, int],
+        holds: Mapping[str, Hold],
+        next_seq: int,
+        next_hold_no: int,
+        version: int,
+    ) -> Wallet:
+        """Rebuild a stored wallet (for adapters); checks the invariants it was saved with."""
+        wallet = cls(
+            account=account,
+            plan=plan,
+            status=status,
+            anchor=anchor,
+            period_index=period_index,
+            ends_at=ends_at,
+            pending_plan=pending_plan,
+            balances=dict(balances),
+            holds=dict(holds),
+            next_seq=next_seq,
+            next_hold_no=next_hold_no,
+            version=version,
+        )
+        wallet.check_invariants()
+        return wallet
+
+    def restart(self, plan: Plan, at: datetime) -> None:
+        """Subscribe a lapsed account again: a new anchor and the new allowance (R6)."""
+        invariant(self.status is Status.LAPSED, "only a lapsed wallet restarts")
+        invariant(not any(self.balances.values()), "a lapsed wallet holds no credits (R6)")
+        self.plan = plan
+        self.status = Status.ACTIVE
+        self.anchor = at
+        self.period_index = 0
+        self.ends_at = None
+        self.pending_plan = None
+        self._grant_allowance(at, Operation.SUBSCRIBE)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def period(self) -> Period:
+        return Period.of(self.anchor, self.period_index)
+
+    @property
+    def next_boundary_at(self) -> datetime | None:
+        """When this wallet next needs renewing; None once lapsed."""
+        return None if self.status is Status.LAPSED else self.period().end
+
+    def balance(self, pool: Channel) -> int:
+        return self.balances[pool]
+
+    def held(self, pool: Channel) -> int:
+        return sum(hold.credits.of(pool) for hold in self.holds.values())
+
+    def available(self, pool: Channel) -> int:
+        return self.balances[pool] - self.held(pool)
+
+    def check_invariants(self) -> None:
+        for pool in Channel:
+            invariant(self.balances[pool] >= 0, f"{pool.value} pool below zero (R15)")
+            invariant(self.available(pool) >= 0, f"{pool.value} holds exceed balance (R20)")
+        if self.status is Status.LAPSED:
+            invariant(not self.holds, "a lapsed wallet has no holds (R6)")
+            invariant(not any(self.balances.values()), "a lapsed wallet holds no credits (R6)")
+
+    def require_chargeable(self) -> None:
+        if self.status is Status.LAPSED:
+            raise NoActiveSubscription(self.account)
+        if self.status is Status.PAUSED:
+            raise SubscriptionPaused(self.account)
+
+    # -- time: renewals, rollover, lapse (R4, R5, R6) ------------------------------------
+
+    def catch_up(self, now: datetime) -> int:
+        """Apply every period boundary that has passed by `now`; returns how many."""
+        applied = 0
+        while self.status is not Status.LAPSED and self.period().end <= now:
+            invariant(applied < MAX_RENEWALS_PER_CATCH_UP, "runaway renewal loop")
+            boundary = self.period().end
+            if self.ends_at is not None and boundary >= self.ends_at:
+                self._lapse(boundary)
+            else:
+                self.period_index += 1
+                if self.pending_plan is not None:  # R7: a downgrade waits for the renewal
+                    self.plan, self.pending_plan = self.pending_plan, None
+                if self.status is Status.ACTIVE:  # R6: a paused subscription grants nothing
+                    self._apply_rollover_cap(boundary)
+                    self._grant_allowance(boundary, Operation.RENEWAL)
+            applied += 1
+        return applied
+
+    def _grant_allowance(self, at: datetime, operation: Operation) -> None:
+        for pool in Channel:
+            amount = self.plan.monthly.of(pool)
+            if amount:
+                cause = Cause(operation=operation, plan=self.plan.name, period=self.period_index)
+                self._append(EntryKind.GRANT, pool, amount, at, cause)
+
+    def _apply_rollover_cap(self, at: datetime) -> None:
+        """R5: credits above the plan's cap are forfeited at renewal, before the grant.
+
+        Credits held by a request in flight are kept until it settles, even above the cap,
+        so that a renewal can never make a pool's available credits negative.
+        """
+        cap = self.plan.rollover_cap
+        if cap is None:
+            return
+        for pool in Channel:
+            keep = max(cap.of(pool), self.held(pool))
+            excess = self.balances[pool] - keep
+            if excess > 0:
+                cause = Cause(
+                    operation=Operation.RENEWAL,
+                    plan=self.plan.name,
+                    period=self.period_index,
+                    note="above rollover cap",
+                )
+                self._append(EntryKind.FORFEIT, pool, -excess, at, cause)
+
+    def _lapse(self, at: datetime) -> None:
+        """R6: at the end of the last paid period both pools are forfeited."""
+        self.holds.clear()
+        for pool in Channel:
+            if self.balances[pool]:
+                cause = Cause(
+                    operation=Operation.LAPSE, plan=self.plan.name, period=self.period_index
+                )
+                self._append(EntryKind.FORFEIT, pool, -self.balances[pool], at, cause)
+        self.status = Status.LAPSED
+        self.ends_at = None
+        self.pending_plan = None
+
+    # -- subscription changes (R6, R7) ---------------------------------------------------
+
+    def change_plan(self, plan: Plan, now: datetime) -> PlanChange:
+        """R7: an upgrade (no pool's allowance lower, one higher) acts at once with a
+        pro-rated grant; any other change waits for the next renewal."""
+        self.require_chargeable()
+        if plan == self.plan:
+            self.pending_plan = None
+            return PlanChange.UNCHANGED
+        old, new = self.plan.monthly, plan.monthly
+        if not all(new.of(pool) >= old.of(pool) for pool in Channel):
+            self.pending_plan = plan
+            return PlanChange.DOWNGRADE_SCHEDULED
+        period = self.period()
+        left_s = (period.end - now) // timedelta(seconds=1)
+        invariant(0 <= left_s <= period.length_s, "plan change outside the current period")
+        self.plan, self.pending_plan = plan, None
+        for pool in Channel:
+            extra = (new.of(pool) - old.of(pool)) * left_s // period.length_s
+            if extra > 0:
+                cause = Cause(operation=Operation.UPGRADE, plan=plan.name, period=self.period_index)
+                self._append(EntryKind.GRANT, pool, extra, now, cause)
+        return PlanChange.UPGRADED
+
+    def cancel(self) -> datetime:
+        """R6: the subscription ends at the end of the current period; returns that instant."""
+        if self.status is Status.LAPSED:
+            raise NoActiveSubscription(self.account)
+        if self.ends_at is None:
+            self.ends_at = self.period().end
+        return self.ends_at
+
+    def pause(self) -> None:
+        if self.status is Status.LAPSED:
+            raise NoActiveSubscription(self.account)
+        self.status = Status.PAUSED
+
+    def resume(self) -> None:
+        if self.status is Status.LAPSED:
+            raise NoActiveSubscription(self.account)
+        self.status = Status.ACTIVE
+
+    # -- holds (R16) ---------------------------------------------------------------------
+
+    def place_hold(self, credits: Credits, now: datetime, ttl_s: int) -> Hold:
+        for pool in Channel:
+            invariant(credits.of(pool) <= self.available(pool), "hold beyond available (R16)")
+        hold = Hold(
+            hold_id=f"{self.account}#{self.next_hold_no}",
+            credits=credits,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_s),
+        )
+        self.next_hold_no += 1
+        self.holds[hold.hold_id] = hold
+        return hold
+
+    def release_hold(self, hold_id: str) -> Hold | None:
+        return self.holds.pop(hold_id, None)
+
+    def release_expired_holds(self, now: datetime) -> int:
+        expired = [h.hold_id for h in self.holds.values() if h.expires_at <= now]
+        for hold_id in expired:
+            del self.holds[hold_id]
+        return len(expired)
+
+    # -- balance changes (R8, R9, R18, R19) ----------------------------------------------
+
+    def charge(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
+        invariant(credits > 0, "a charge is positive")
+        invariant(credits <= self.available(pool), "charge beyond available credits (R15)")
+        return self._append(EntryKind.CHARGE, pool, -credits, at, cause)
+
+    def refund(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
+        invariant(credits > 0, "a refund is positive")
+        return self._append(EntryKind.REFUND, pool, credits, at, cause)
+
+    def top_up(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
+        invariant(credits > 0, "a top-up is positive")
+        return self._append(EntryKind.TOP_UP, pool, credits, at, cause)
+
+    def _append(
+        self, kind: EntryKind, pool: Channel, amount: int, at: datetime, cause: Cause
+    ) -> LedgerEntry:
+        after = self.balances[pool] + amount
+        entry = LedgerEntry(
+            account=self.account,
+            seq=self.next_seq,
+            kind=kind,
+            pool=pool,
+            amount=amount,
+            at=at,
+            balance_after=after,
+            cause=cause,
+        )
+        self.balances[pool] = after
+        self.next_seq += 1
+        self.pending_entries.append(entry)
+        return entry
+
+    def entries_saved(self) -> list[LedgerEntry]:
+        """Hand over the new entries to storage (called by adapters on save)."""
+        saved, self.pending_entries = self.pending_entries, []
+        return saved
