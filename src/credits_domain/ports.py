@@ -79,8 +79,11 @@ class UnitOfWork(Protocol):
     """One atomic storage transaction. Leaving the `with` block without `commit()`
     (or by an exception) rolls everything back."""
 
-    dedup: DedupRegistry
-    idempotency: IdempotencyStore
+    @property
+    def dedup(self) -> DedupRegistry: ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
 
     def __enter__(self) -> Self: ...
 

@@ -1,0 +1,24 @@
+"""The property-test harness of credits-domain, for our adapters and for yours.
+
+Needs the `testing` extra (hypothesis, pytest); the core never imports it.
+
+- `strategies`: Hypothesis strategies for contacts (raw and canonical), verdicts, plans,
+  instants, requests and scenarios.
+- `ReferenceModel`: an independent, naive model of the rules (the oracle).
+- `make_state_machine(repository_factory)`: a RuleBasedStateMachine that runs a real
+  CreditService on your Repository against the model (R12, R15, R20 as invariants).
+- `RepositoryContract`: the contract test suite every Repository adapter passes.
+"""
+
+from credits_domain.testing import strategies
+from credits_domain.testing.contract import RepositoryContract
+from credits_domain.testing.machine import CreditsStateMachine, make_state_machine
+from credits_domain.testing.model import ReferenceModel
+
+__all__ = [
+    "CreditsStateMachine",
+    "ReferenceModel",
+    "RepositoryContract",
+    "make_state_machine",
+    "strategies",
+]
