@@ -12,8 +12,8 @@ from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
 from credits_domain import (
     Channel,
     Contact,
-    CreditService,
     Credits,
+    CreditService,
     EntryKind,
     Outcome,
     Plan,
