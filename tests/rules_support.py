@@ -27,6 +27,7 @@ from credits_domain import (
     Plan,
     Price,
     Verdict,
+    Verifier,
 )
 
 ACCOUNT = "acme"
@@ -83,10 +84,7 @@ def make_world(
 
     verifier = ScriptedVerifier(script, default=default, before_answer=before_answer)
     service = CreditService(
-        # InMemoryUnitOfWork's `dedup`/`idempotency` attributes are typed as the private
-        # classes, which mypy finds incompatible with the mutable Protocol attributes of
-        # UnitOfWork; reported to the lead (fix belongs in adapters.memory or ports).
-        repository=repository,  # type: ignore[arg-type]
+        repository=repository,
         verifier=verifier,
         clock=clock,
         policy=policy,
@@ -136,3 +134,14 @@ def of_kind(entries: Sequence[LedgerEntry], kind: EntryKind) -> list[LedgerEntry
 
 def total(entries: Sequence[LedgerEntry], kind: EntryKind, pool: Channel) -> int:
     return sum(e.amount for e in entries if e.kind is kind and e.pool is pool)
+
+
+def make_service(verifier: Verifier, *, policy: ChargePolicy | None = None) -> CreditService:
+    """A service on a fresh in-memory store and a clock stopped at JAN_1, for a test that
+    brings its own Verifier implementation."""
+    return CreditService(
+        repository=InMemoryRepository(),
+        verifier=verifier,
+        clock=ManualClock(JAN_1),
+        policy=policy,
+    )
