@@ -1,0 +1,35 @@
+# One command runs every check: `make test` (lint, format, types, architecture, tests).
+PY ?= .venv/bin/python
+SHARED ?= ../shared
+
+.PHONY: install test lint types arch pytest demo bench
+
+.venv/bin/python:
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet --upgrade pip
+
+install: .venv/bin/python
+	.venv/bin/pip install --quiet -e '.[dev,http]'
+
+lint:
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+
+types:
+	.venv/bin/mypy src tests
+
+arch:
+	@test -f $(SHARED)/tools/check_architecture.py || \
+		{ echo "missing $(SHARED)/tools/check_architecture.py (set SHARED=...)"; exit 1; }
+	$(PY) $(SHARED)/tools/check_architecture.py .
+
+pytest:
+	.venv/bin/pytest
+
+test: install lint types arch pytest
+
+demo: install
+	.venv/bin/credits demo
+
+bench: install
+	$(PY) bench/bench_core.py
