@@ -19,6 +19,7 @@ from credits_domain import (
     Balance,
     Channel,
     ChargePolicy,
+    ChargeResult,
     Contact,
     Credits,
     CreditService,
@@ -35,6 +36,14 @@ JAN_1 = datetime(2024, 1, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
 
 Hook = Callable[[Sequence[Contact]], None]
+Charging = Callable[[CreditService, Sequence[Contact]], ChargeResult]
+
+# The three charging events of R9, called the way an application calls them.
+CHARGING: dict[str, Charging] = {
+    "unlock": lambda s, c: s.unlock(ACCOUNT, c),
+    "export": lambda s, c: s.export(ACCOUNT, c, destination="hubspot"),
+    "enrich": lambda s, c: s.enrich(ACCOUNT, c),
+}
 
 
 @attrs.define

@@ -5,7 +5,7 @@ Each test's name starts with the rule it checks; its docstring quotes what it ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +18,6 @@ from credits_domain import (
     CheckResult,
     Contact,
     Credits,
-    CreditService,
     EntryKind,
     LineType,
     Operation,
@@ -29,6 +28,7 @@ from credits_domain import (
 )
 from rules_support import (
     ACCOUNT,
+    CHARGING,
     emails,
     fifteen_per_mobile,
     make_service,
@@ -37,15 +37,6 @@ from rules_support import (
     of_kind,
     tiny_plan,
 )
-
-Charging = Callable[[CreditService, Sequence[Contact]], ChargeResult]
-
-# The three charging events of R9, called the way an application calls them.
-CHARGING: dict[str, Charging] = {
-    "unlock": lambda s, c: s.unlock(ACCOUNT, c),
-    "export": lambda s, c: s.export(ACCOUNT, c, destination="hubspot"),
-    "enrich": lambda s, c: s.enrich(ACCOUNT, c),
-}
 
 NOT_VALID = [Verdict.INVALID, Verdict.CATCH_ALL, Verdict.UNKNOWN, Verdict.DISPOSABLE]
 
