@@ -1,0 +1,824 @@
+"""The story that `credits demo` replays: four accounts, five months, on a scripted clock.
+
+Everything here is deterministic: the data follow fixed patterns (no randomness), the
+clock is a `ManualClock` set to each step's instant, and the verifier is the in-memory
+`ScriptedVerifier`, answering from a script built together with the data. The story
+checks itself against RULES.md's worked examples as it goes (a mismatch is a bug and
+crashes through `invariant`). `adapters.cli` renders what it returns.
+
+The cast (run 1; a later run on the same database suffixes the names, see `Cast`):
+- acme, on boost: RULES.md's worked examples, then a month of prospecting that uses
+  exactly 7,500 email credits, an export to HubSpot, an enrichment, a bounce refund;
+  the rollover example (12,000 - 7,500 + 12,000 = 16,500) at the first renewal;
+- globex, on power: a downgrade to boost, which waits for the next renewal (R7);
+- initech, on ignite: more mobiles asked for than it has credits (R15), then a
+  cancellation and its lapse (R6);
+- northwind, on ignite: an upgrade to power in the middle of a period, pro-rated (R7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import attrs
+
+from adapters.memory import ManualClock, ScriptedVerifier
+from credits_domain import (
+    Balance,
+    Channel,
+    ChargeResult,
+    Contact,
+    Credits,
+    CreditsError,
+    CreditService,
+    EntryKind,
+    LedgerEntry,
+    NoActiveSubscription,
+    Operation,
+    Outcome,
+    Period,
+    PlanChange,
+    RefundWindowClosed,
+    Repository,
+    Verdict,
+)
+from credits_domain.errors import invariant
+
+START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+END = datetime(2025, 5, 12, 9, 0, tzinfo=UTC)
+ROLES = ("acme", "globex", "initech", "northwind")
+PLAN_OF_ROLE = {"acme": "boost", "globex": "power", "initech": "ignite", "northwind": "ignite"}
+MAX_RUNS = 1_000  # demo runs one database can hold before the demo asks for a fresh one
+BULK_BATCHES = 8
+BULK_VALID_PER_BATCH = 900
+# acme's prospecting is sized so that period 0 uses exactly 7,500 email credits, as in
+# RULES.md's rollover example: 200 + 8 + 7 (worked examples) + 93 (export) + 5 (enrich).
+BULK_VALID_TOTAL = 7_500 - 200 - 8 - 7 - 93 - 5
+
+# Names for the generated leads (a plain word list reads better than a long literal).
+_FIRST = (  # noqa: SIM905
+    "ann bob carla dev emma farid grace hugo ines jon kemal lena milo nadia omar paula "
+    "quinn rosa sven tara umar vera wes xenia yusuf zoe"
+).split()
+_LAST = (  # noqa: SIM905
+    "adams baker chen diaz evans fischer garcia hansen ito jones khan lopez meyer novak "
+    "olsen patel quist rossi silva tanaka ueda varga weber xu young zimmer"
+).split()
+_DOMAINS = (  # noqa: SIM905
+    "northpeak.com bluefern.io hallmark-supply.co.uk oakridge.dev brightlane.com "
+    "copperleaf.net summitworks.org tidewater.co riverstone.com ironbark.io "
+    "meadowgate.com sablepoint.net lumenforge.com harborview.org quillstack.io "
+    "redwoodlabs.com stonebridge.co.uk cinderpath.com wavecrest.io pinegrove.net "
+    "foxhollow.com granitebay.org silverline.io maplecourt.com bramblefield.co "
+    "eastwind.dev clearwater.com highmoor.net juniperhq.com kestrel.io"
+).split()
+_MAX_EMAILS = len(_FIRST) * len(_LAST) * len(_DOMAINS)
+_MAX_MOBILES = 100_000
+
+
+@attrs.frozen(kw_only=True)
+class Cast:
+    """The demo's account names in one database. Run 1 uses the plain role names; run n
+    suffixes them with `-n`, so that replaying on a used database never collides."""
+
+    run: int
+
+    def name(self, role: str) -> str:
+        return role if self.run == 1 else f"{role}-{self.run}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.name(role) for role in ROLES)
+
+
+def free_cast(repository: Repository) -> Cast:
+    """The first run number whose account names are all unused in `repository`."""
+    for run in range(1, MAX_RUNS + 1):
+        cast = Cast(run=run)
+        with repository.unit_of_work() as uow:
+            if all(uow.load_wallet(name) is None for name in cast.names):
+                return cast
+    raise DemoError(f"this database holds {MAX_RUNS} demo runs already; use a fresh one with --db")
+
+
+class DemoError(CreditsError):
+    """The demo cannot run on this database."""
+
+
+Action = Callable[[CreditService, str], ChargeResult | str]
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One event of the story: at `at`, the account playing `role` does `action`."""
+
+    at: datetime
+    role: str
+    title: str
+    action: Action
+    rules: str = ""
+    size: int = 1  # contacts handled, for the progress bar
+    expect: Credits | None = None  # what the step must charge (a worked example)
+    refusal: type[CreditsError] | None = None  # the refusal the step demonstrates
+
+
+@attrs.frozen(kw_only=True)
+class Story:
+    steps: tuple[Step, ...]
+    script: dict[str, Verdict]  # the verifier's answers that are not VALID
+
+    @property
+    def size(self) -> int:
+        """How many contacts the story handles (the progress bar's total)."""
+        return sum(step.size for step in self.steps)
+
+
+@attrs.frozen(kw_only=True)
+class Happened:
+    step: Step
+    account: str
+    result: ChargeResult | None
+    note: str
+
+
+@attrs.frozen(kw_only=True)
+class PeriodRow:
+    """One pool of one billing period of an account, from its ledger (R21).
+
+    Forfeits at a period's end (lapse R6, rollover cap R5) close that period.
+    """
+
+    index: int
+    period: Period
+    plans: tuple[str, ...]
+    pool: Channel
+    carried_in: int
+    granted: int
+    used: int
+    refunded: int
+    forfeited: int
+    closing: int
+
+
+@attrs.frozen(kw_only=True)
+class StatementLine:
+    """Consecutive ledger entries of one request, one pool and one kind, taken together."""
+
+    at: datetime
+    kind: EntryKind
+    operation: Operation
+    pool: Channel
+    count: int
+    amount: int
+    balance_after: int
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class DemoRun:
+    cast: Cast
+    happened: tuple[Happened, ...]
+    balances: dict[str, Balance]  # at END
+    plans: dict[str, str]  # at END
+    statuses: dict[str, str]  # at END
+    service: CreditService  # on the story's clock, stopped at END
+
+
+# -- the data ---------------------------------------------------------------------------
+
+
+class _Data:
+    """Fresh, distinct contact data, and the verifier's script for the bad ones."""
+
+    def __init__(self) -> None:
+        self._emails = 0
+        self._mobiles = 0
+        self.script: dict[str, Verdict] = {}
+
+    def email(self, verdict: Verdict = Verdict.VALID) -> str:
+        n = self._emails
+        invariant(n < _MAX_EMAILS, "the demo ran out of distinct emails")
+        self._emails += 1
+        first = _FIRST[n % len(_FIRST)]
+        last = _LAST[(n // len(_FIRST)) % len(_LAST)]
+        domain = _DOMAINS[n // (len(_FIRST) * len(_LAST))]
+        raw = f"{first}.{last}@{domain}"
+        if verdict is not Verdict.VALID:
+            self.script[raw] = verdict
+        return raw
+
+    def mobile(self, verdict: Verdict = Verdict.VALID) -> str:
+        n = self._mobiles
+        invariant(n < _MAX_MOBILES, "the demo ran out of distinct mobile numbers")
+        self._mobiles += 1
+        raw = f"+44 7700 9{n:05d}"  # Ofcom's range for drama: never a real subscriber
+        if verdict is not Verdict.VALID:
+            self.script[raw] = verdict
+        return raw
+
+    def emails(
+        self, count: int, bad: Callable[[int], Verdict | None] = lambda k: None
+    ) -> list[str]:
+        return [self.email(bad(k) or Verdict.VALID) for k in range(count)]
+
+    def mobiles(
+        self, count: int, bad: Callable[[int], Verdict | None] = lambda k: None
+    ) -> list[str]:
+        return [self.mobile(bad(k) or Verdict.VALID) for k in range(count)]
+
+
+def _contacts(raws: Sequence[str]) -> list[Contact]:
+    return [Contact.email(r) if "@" in r else Contact.mobile(r) for r in raws]
+
+
+def _unlock(raws: Sequence[str]) -> Action:
+    contacts = _contacts(raws)
+    return lambda service, account: service.unlock(account, contacts)
+
+
+def _export(raws: Sequence[str], destination: str) -> Action:
+    contacts = _contacts(raws)
+    return lambda service, account: service.export(account, contacts, destination=destination)
+
+
+def _enrich(raws: Sequence[str]) -> Action:
+    contacts = _contacts(raws)
+    return lambda service, account: service.enrich(account, contacts)
+
+
+def _every(step: int, offset: int, verdict: Verdict) -> Callable[[int], Verdict | None]:
+    return lambda k: verdict if k % step == offset else None
+
+
+def _bulk_verdict(k: int) -> Verdict:
+    """The prospect list's quality: about 5% of its addresses do not verify."""
+    if k % 41 == 7:
+        return Verdict.INVALID
+    if k % 59 == 3:
+        return Verdict.CATCH_ALL
+    if k % 97 == 5:
+        return Verdict.UNKNOWN
+    if k % 113 == 11:
+        return Verdict.DISPOSABLE
+    return Verdict.VALID
+
+
+def _day(month: int, day: int, hour: int = 10, minute: int = 0) -> datetime:
+    return datetime(2025, month, day, hour, minute, tzinfo=UTC)
+
+
+def _subscribe(plan: str) -> Action:
+    def act(service: CreditService, account: str) -> str:
+        sub = service.subscribe(account, plan)
+        monthly = sub.plan.monthly
+        return f"{plan}: {monthly.email:,} email + {monthly.mobile:,} mobile credits a month"
+
+    return act
+
+
+def _renewal_check(email: int, mobile: int, why: str) -> Action:
+    def act(service: CreditService, account: str) -> str:
+        balance = service.balance(account)
+        invariant(
+            (balance.email, balance.mobile) == (email, mobile),
+            f"demo: {account} should start the period at {email}/{mobile}, "
+            f"has {balance.email}/{balance.mobile}",
+        )
+        return f"starts the period at {email:,} email, {mobile:,} mobile ({why})"
+
+    return act
+
+
+def _upgrade(plan: str, at: datetime) -> Action:
+    def act(service: CreditService, account: str) -> str:
+        before = service.balance(account)
+        change = service.change_plan(account, plan)
+        invariant(change is PlanChange.UPGRADED, f"demo: {plan} should be an upgrade")
+        after = service.balance(account)
+        period = service.subscription(account).period
+        left_days = (period.end - at) / timedelta(days=1)
+        length_days = (period.end - period.start) / timedelta(days=1)
+        return (
+            f"to {plan} at once: +{after.email - before.email:,} email, "
+            f"+{after.mobile - before.mobile:,} mobile (the difference, pro-rated to the "
+            f"{left_days:g} of {length_days:g} days left)"
+        )
+
+    return act
+
+
+def _downgrade(plan: str) -> Action:
+    def act(service: CreditService, account: str) -> str:
+        change = service.change_plan(account, plan)
+        invariant(change is PlanChange.DOWNGRADE_SCHEDULED, f"demo: {plan} is a downgrade")
+        end = service.subscription(account).period.end
+        return f"to {plan} from the next renewal ({end:%b %d}); credits granted are kept"
+
+    return act
+
+
+def _cancel(service: CreditService, account: str) -> str:
+    ends = service.cancel(account)
+    return f"ends {ends:%b %d %H:%M}; credits left can be spent until then"
+
+
+def _bounce(raw: str) -> Action:
+    def act(service: CreditService, account: str) -> str:
+        entry = service.report_bounce(account, Contact.email(raw))
+        return f"refunded {entry.amount} {entry.pool.value} credit for {raw}"
+
+    return act
+
+
+def _look(service: CreditService, account: str) -> str:
+    balance = service.balance(account)
+    return f"{balance.email:,} email, {balance.mobile:,} mobile"
+
+
+def story() -> Story:
+    """The scripted steps, in time order, and the verifier's script for them."""
+    data = _Data()
+    steps: list[Step] = [
+        Step(at=START, role=role, title="subscribes", action=_subscribe(plan), rules="R3")
+        for role, plan in PLAN_OF_ROLE.items()
+    ]
+
+    # acme: RULES.md's worked examples, word for word.
+    first200 = data.emails(200)
+    ten = data.emails(10, _every(5, 2, Verdict.INVALID))  # positions 2 and 7 invalid
+    nine = data.emails(9, _every(4, 1, Verdict.INVALID))  # positions 1 and 5 invalid
+    steps += [
+        Step(
+            at=_day(1, 7),
+            role="acme",
+            title="unlocks 200 valid business emails",
+            action=_unlock(first200),
+            size=200,
+            expect=Credits(email=200),
+            rules="R9",
+        ),
+        Step(
+            at=_day(1, 7, 10, 5),
+            role="acme",
+            title="unlocks 50 mobile numbers",
+            action=_unlock(data.mobiles(50)),
+            size=50,
+            expect=Credits(mobile=50),
+            rules="R9",
+        ),
+        Step(
+            at=_day(1, 7, 10, 10),
+            role="acme",
+            title="unlocks 10 contacts, 2 come back invalid",
+            action=_unlock(ten),
+            size=10,
+            expect=Credits(email=8),
+            rules="R10",
+        ),
+        Step(
+            at=_day(1, 7, 10, 15),
+            role="acme",
+            title="unlocks one of those 200 emails again",
+            action=_unlock([first200[42]]),
+            expect=Credits(),
+            rules="R12",
+        ),
+        Step(
+            at=_day(1, 8),
+            role="acme",
+            title="unlocks 10 contacts: 2 invalid, 1 already owned",
+            action=_unlock([first200[7], *nine]),
+            size=10,
+            expect=Credits(email=7),
+            rules="R10 R12",
+        ),
+    ]
+
+    # acme: a prospect list worked through in daily batches; about 5% of it does not
+    # verify, some addresses are typed twice (another case, stray spaces) and some are
+    # already owned.
+    bulk_valid: list[str] = []
+    k = 0
+    for batch in range(BULK_BATCHES):
+        target = BULK_VALID_PER_BATCH
+        if batch == BULK_BATCHES - 1:
+            target = BULK_VALID_TOTAL - BULK_VALID_PER_BATCH * (BULK_BATCHES - 1)
+        raws: list[str] = []
+        valid = 0
+        while valid < target:
+            verdict = _bulk_verdict(k)
+            raw = data.email(verdict)
+            raws.append(raw)
+            if verdict is Verdict.VALID:
+                valid += 1
+                bulk_valid.append(raw)
+            if k % 150 == 149:
+                raws.append(f"  {raw.upper()} ")  # the same datum in another form (R12)
+            if k % 40 == 20:
+                raws.append(first200[(k // 40) % len(first200)])
+            k += 1
+        steps.append(
+            Step(
+                at=_day(1, 9 + batch),
+                role="acme",
+                title=f"works through its prospect list, batch {batch + 1} of {BULK_BATCHES}",
+                action=_unlock(raws),
+                size=len(raws),
+                expect=Credits(email=target),
+                rules="R10 R12",
+            )
+        )
+
+    export_new = data.emails(
+        100,
+        lambda k: Verdict.INVALID if k % 25 == 0 else Verdict.CATCH_ALL if k % 33 == 10 else None,
+    )
+    enrich_found = [
+        *data.mobiles(20, lambda k: Verdict.INVALID if k in (4, 13) else None),
+        *first200[100:105],
+        *data.emails(5),
+    ]
+    steps += [
+        Step(
+            at=_day(1, 20, 11),
+            role="acme",
+            title="exports 400 leads to HubSpot, 300 of them already owned",
+            action=_export([*bulk_valid[:300], *export_new], "hubspot"),
+            size=400,
+            expect=Credits(email=93),
+            rules="R13",
+        ),
+        Step(
+            at=_day(1, 22, 11),
+            role="acme",
+            title="enriches its leads: 20 new mobiles, 5 known and 5 new emails found",
+            action=_enrich(enrich_found),
+            size=30,
+            expect=Credits(email=5, mobile=18),
+            rules="R14",
+        ),
+    ]
+
+    # globex, initech, northwind in the first month.
+    steps += [
+        Step(
+            at=_day(1, 13, 14),
+            role="globex",
+            title="unlocks 600 emails and 60 mobiles",
+            action=_unlock(
+                [*data.emails(600, _every(30, 4, Verdict.CATCH_ALL)), *data.mobiles(60)]
+            ),
+            size=660,
+            expect=Credits(email=580, mobile=60),
+            rules="R10",
+        ),
+        Step(
+            at=_day(1, 15, 12),
+            role="northwind",
+            title="unlocks 300 emails and 30 mobiles",
+            action=_unlock([*data.emails(300), *data.mobiles(30)]),
+            size=330,
+            expect=Credits(email=300, mobile=30),
+            rules="R9",
+        ),
+        Step(
+            at=_day(1, 20, 15),
+            role="initech",
+            title="asks for 400 mobiles (10 of them invalid) with 333 mobile credits",
+            action=_unlock(data.mobiles(400, _every(40, 0, Verdict.INVALID))),
+            size=400,
+            expect=Credits(mobile=333),
+            rules="R15",
+        ),
+        Step(
+            at=_day(1, 21, 15),
+            role="initech",
+            title="unlocks 120 emails",
+            action=_unlock(data.emails(120)),
+            size=120,
+            expect=Credits(email=120),
+            rules="R9",
+        ),
+    ]
+
+    # Month 2: renewal with rollover, refunds, plan changes, a cancellation.
+    feb_emails = data.emails(1000)
+    steps += [
+        Step(
+            at=_day(2, 6, 9),
+            role="acme",
+            title="month boundary: renewal",
+            action=_renewal_check(16_500, 1_532, "12,000 - 7,500 + 12,000; 800 - 68 + 800"),
+            rules="R5",
+        ),
+        Step(
+            at=_day(2, 10),
+            role="acme",
+            title="unlocks 1,000 emails and 100 mobiles",
+            action=_unlock([*feb_emails, *data.mobiles(100)]),
+            size=1_100,
+            expect=Credits(email=1_000, mobile=100),
+            rules="R9",
+        ),
+        Step(
+            at=_day(2, 15, 14),
+            role="globex",
+            title="downgrades",
+            action=_downgrade("boost"),
+            rules="R7",
+        ),
+        Step(
+            at=_day(2, 20, 9),
+            role="northwind",
+            title="upgrades",
+            action=_upgrade("power", _day(2, 20, 9)),
+            rules="R7",
+        ),
+        Step(
+            at=_day(2, 20, 14),
+            role="globex",
+            title="unlocks 400 emails",
+            action=_unlock(data.emails(400)),
+            size=400,
+            expect=Credits(email=400),
+            rules="R9",
+        ),
+        Step(
+            at=_day(2, 21, 12),
+            role="northwind",
+            title="unlocks 800 emails",
+            action=_unlock(data.emails(800)),
+            size=800,
+            expect=Credits(email=800),
+            rules="R9",
+        ),
+        Step(
+            at=_day(2, 24),
+            role="acme",
+            title="reports a bounce 14 days after the charge",
+            action=_bounce(feb_emails[0]),
+            rules="R18",
+        ),
+        Step(
+            at=_day(2, 24, 10, 5),
+            role="acme",
+            title="reports a bounce 48 days after the charge",
+            action=_bounce(first200[0]),
+            refusal=RefundWindowClosed,
+            rules="R18",
+        ),
+        Step(
+            at=_day(2, 25),
+            role="acme",
+            title="unlocks the refunded email again",
+            action=_unlock([feb_emails[0]]),
+            expect=Credits(),
+            rules="R18",
+        ),
+        Step(at=_day(2, 25, 15), role="initech", title="cancels", action=_cancel, rules="R6"),
+        Step(
+            at=_day(2, 26, 15),
+            role="initech",
+            title="unlocks 20 emails before the end",
+            action=_unlock(data.emails(20)),
+            size=20,
+            expect=Credits(email=20),
+            rules="R6",
+        ),
+    ]
+
+    # Months 3 to 5.
+    steps += [
+        Step(
+            at=_day(3, 12),
+            role="acme",
+            title="unlocks 500 emails and 60 mobiles",
+            action=_unlock(
+                [
+                    *data.emails(500, _every(25, 12, Verdict.INVALID)),
+                    *data.mobiles(60, _every(10, 3, Verdict.INVALID)),
+                ]
+            ),
+            size=560,
+            expect=Credits(email=480, mobile=54),
+            rules="R10",
+        ),
+        Step(
+            at=_day(3, 12, 15),
+            role="initech",
+            title="tries to unlock after its lapse",
+            action=_unlock(data.emails(5)),
+            size=5,
+            refusal=NoActiveSubscription,
+            rules="R6",
+        ),
+        Step(
+            at=_day(3, 20, 14),
+            role="globex",
+            title="unlocks 200 emails",
+            action=_unlock(data.emails(200)),
+            size=200,
+            expect=Credits(email=200),
+            rules="R9",
+        ),
+        Step(
+            at=_day(4, 15),
+            role="acme",
+            title="exports 350 leads to a CSV file, 50 of them already owned",
+            action=_export([*bulk_valid[300:350], *data.emails(300)], "csv"),
+            size=350,
+            expect=Credits(email=300),
+            rules="R13",
+        ),
+        Step(
+            at=_day(4, 16),
+            role="acme",
+            title="enriches, finds only data it owns",
+            action=_enrich(first200[150:160]),
+            size=10,
+            expect=Credits(),
+            rules="R14",
+        ),
+    ]
+    steps += [
+        Step(at=END, role=role, title="end of the story", action=_look, rules="R21")
+        for role in ROLES
+    ]
+    # Written account by account; played in time order (stable: same instant, same order).
+    return Story(steps=tuple(sorted(steps, key=lambda step: step.at)), script=data.script)
+
+
+def replay(
+    repository: Repository,
+    cast: Cast,
+    plot: Story,
+    on_step: Callable[[Step], None] | None = None,
+) -> DemoRun:
+    """Play `plot` against `repository` under `cast`'s names; `on_step` after each step."""
+    clock = ManualClock(START)
+    service = CreditService(
+        repository=repository, verifier=ScriptedVerifier(plot.script), clock=clock
+    )
+    happened: list[Happened] = []
+    for step in plot.steps:
+        clock.set(step.at)
+        account = cast.name(step.role)
+        happened.append(_play(service, step, account))
+        if on_step is not None:
+            on_step(step)
+    balances = {name: service.balance(name) for name in cast.names}
+    subs = {name: service.subscription(name) for name in cast.names}
+    return DemoRun(
+        cast=cast,
+        happened=tuple(happened),
+        balances=balances,
+        plans={name: sub.plan.name for name, sub in subs.items()},
+        statuses={name: sub.status.value for name, sub in subs.items()},
+        service=service,
+    )
+
+
+def _play(service: CreditService, step: Step, account: str) -> Happened:
+    try:
+        outcome = step.action(service, account)
+    except CreditsError as exc:
+        if step.refusal is None or not isinstance(exc, step.refusal):
+            raise
+        return Happened(step=step, account=account, result=None, note=f"refused: {exc}")
+    invariant(step.refusal is None, f"demo: {step.title!r} should have been refused")
+    if isinstance(outcome, str):
+        return Happened(step=step, account=account, result=None, note=outcome)
+    if step.expect is not None:
+        invariant(
+            outcome.charged_credits == step.expect,
+            f"demo: {step.title!r} charged {outcome.charged_credits}, expected {step.expect}",
+        )
+    return Happened(step=step, account=account, result=outcome, note=describe(outcome))
+
+
+def describe(result: ChargeResult) -> str:
+    """'8 email charged; 2 not verified (invalid)' and so on."""
+    charged = result.charged_credits
+    pools = [
+        f"{n:,} {name}" for name, n in (("email", charged.email), ("mobile", charged.mobile)) if n
+    ]
+    parts = [f"{' + '.join(pools) or 'nothing'} charged"]
+    for outcome, label in (
+        (Outcome.ALREADY_OWNED, "already owned"),
+        (Outcome.DUPLICATE_IN_REQUEST, "repeated in the request"),
+        (Outcome.INSUFFICIENT_CREDITS, "beyond the balance"),
+    ):
+        if n := result.count(outcome):
+            parts.append(f"{n:,} {label}")
+    refused = {
+        verdict: sum(
+            1
+            for item in result.items
+            if item.outcome is Outcome.NOT_VERIFIED and item.verdict is verdict
+        )
+        for verdict in Verdict
+    }
+    if any(refused.values()):
+        detail = ", ".join(f"{n:,} {verdict_label(v)}" for v, n in refused.items() if n)
+        parts.append(f"not verified: {detail}")
+    return "; ".join(parts)
+
+
+def verdict_label(verdict: Verdict) -> str:
+    return verdict.value.replace("_", "-")
+
+
+# -- reading the ledger back (R21) ------------------------------------------------------
+
+
+def period_rows(service: CreditService, account: str) -> list[PeriodRow]:
+    """Per billing period and pool: carried in, granted, used, refunded, forfeited, closing."""
+    anchor = service.period(account, 0).start
+    sums: dict[tuple[int, Channel], dict[EntryKind, int]] = {}
+    closing: dict[tuple[int, Channel], int] = {}
+    plans: dict[int, list[str]] = {}
+    index = 0
+    for entry in service.statement(account):
+        invariant(entry.at >= anchor, "the demo's accounts never subscribe twice")
+        index = _period_index(anchor, index, entry)
+        key = (index, entry.pool)
+        by_kind = sums.setdefault(key, {})
+        by_kind[entry.kind] = by_kind.get(entry.kind, 0) + entry.amount
+        closing[key] = entry.balance_after
+        if entry.kind is EntryKind.GRANT and entry.cause.plan is not None:
+            seen = plans.setdefault(index, [])
+            if entry.cause.plan not in seen:
+                seen.append(entry.cause.plan)
+    rows: list[PeriodRow] = []
+    last = {pool: 0 for pool in Channel}
+    for i in range(max((i for i, _ in sums), default=-1) + 1):
+        for pool in Channel:
+            by_kind = sums.get((i, pool), {})
+            end = closing.get((i, pool), last[pool])
+            rows.append(
+                PeriodRow(
+                    index=i,
+                    period=Period.of(anchor, i),
+                    plans=tuple(plans.get(i, ())),
+                    pool=pool,
+                    carried_in=last[pool],
+                    granted=by_kind.get(EntryKind.GRANT, 0) + by_kind.get(EntryKind.TOP_UP, 0),
+                    used=-by_kind.get(EntryKind.CHARGE, 0),
+                    refunded=by_kind.get(EntryKind.REFUND, 0),
+                    forfeited=-by_kind.get(EntryKind.FORFEIT, 0),
+                    closing=end,
+                )
+            )
+            last[pool] = end
+    return rows
+
+
+def _period_index(anchor: datetime, index: int, entry: LedgerEntry) -> int:
+    """The period an entry belongs to, from the one before (entries come in time order)."""
+    for _ in range(10_000):  # a period per month: 800 years
+        end = Period.of(anchor, index).end
+        at_end_forfeit = entry.kind is EntryKind.FORFEIT and entry.at == end
+        if entry.at < end or at_end_forfeit:
+            return index
+        index += 1
+    raise AssertionError("invariant broken: ledger entry centuries after its anchor")
+
+
+def grouped_statement(
+    service: CreditService, account: str, period: Period | None = None
+) -> Iterator[StatementLine]:
+    """The statement with consecutive entries of one kind, pool, instant and cause joined."""
+    line: StatementLine | None = None
+    for entry in service.statement(account, period):
+        detail = entry.cause.destination or entry.cause.note or ""
+        if entry.cause.operation is Operation.BOUNCE and entry.cause.datum:
+            detail = entry.cause.datum.split(":", 1)[1]
+        if line is not None and (line.at, line.kind, line.operation, line.pool, line.detail) == (
+            entry.at,
+            entry.kind,
+            entry.cause.operation,
+            entry.pool,
+            detail,
+        ):
+            line = attrs.evolve(
+                line,
+                count=line.count + 1,
+                amount=line.amount + entry.amount,
+                balance_after=entry.balance_after,
+            )
+            continue
+        if line is not None:
+            yield line
+        line = StatementLine(
+            at=entry.at,
+            kind=entry.kind,
+            operation=entry.cause.operation,
+            pool=entry.pool,
+            count=1,
+            amount=entry.amount,
+            balance_after=entry.balance_after,
+            detail=detail,
+        )
+    if line is not None:
+        yield line
