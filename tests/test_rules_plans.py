@@ -583,7 +583,7 @@ def test_r8_a_top_up_needs_credits_and_a_reason() -> None:
     assert len(w.entries()) == 2
 
 
-def test_r8_service_with_custom_catalogue_still_accepts_a_plan_object() -> None:
+def test_r3_a_plan_value_works_outside_the_catalogue() -> None:
     """R3/R8: a Plan given as a value works even when it is not in the catalogue."""
     w = make_world(plans={})
     assert isinstance(w.service, CreditService)
