@@ -589,3 +589,17 @@ def test_r3_a_plan_value_works_outside_the_catalogue() -> None:
     assert isinstance(w.service, CreditService)
     w.service.subscribe(ACCOUNT, fifteen_per_mobile(30))
     assert w.balance().email == 30
+
+
+def test_r6_a_request_reserved_before_a_pause_still_settles() -> None:
+    """R6 with R16 (decision in ARCHITECTURE.md): pausing acts on requests made after it;
+    a request already holding credits and being verified settles, and the next is refused."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    w.hook = lambda batch: w.service.pause(ACCOUNT)
+    result = w.service.unlock(ACCOUNT, emails(2))
+    w.hook = None
+    assert result.charged(Channel.EMAIL) == 2
+    assert w.service.subscription(ACCOUNT).status is Status.PAUSED
+    with pytest.raises(SubscriptionPaused):
+        w.service.unlock(ACCOUNT, emails(3))
