@@ -1,0 +1,364 @@
+"""The HTTP API: every use case of `CreditService` over JSON (the driving side).
+
+`create_app(service, keys)` returns a Starlette ASGI application. Routes, under
+`/v1/accounts/{account}` (the OpenAPI document at `/openapi.json` is the reference):
+
+    POST /subscription           {"plan": "boost"}          subscribe (201)
+    GET  /subscription                                      the subscription
+    PUT  /subscription/plan      {"plan": "power"}          change plan (R7)
+    POST /subscription/cancel | /pause | /resume            R6
+    POST /unlock                 {"contacts": [...]}        R9..R17, Idempotency-Key
+    POST /export                 {"contacts": [...], "destination": "csv"}   R13
+    POST /enrich                 {"found": [...]}           R14
+    POST /bounces                {"channel": "email", "value": "..."}        R18 (201)
+    GET  /balance                                           R20
+    GET  /balance-at?at=2025-01-31T00:00:00Z                R21
+    GET  /statement?cursor=&limit=&period=                  R21, paged by seq
+
+Every request is checked in the same order, so that an answer leaks nothing it should
+not: (1) the API key (401), (2) the key's account against the URL's (404, exactly the
+answer for an account that does not exist), (3) the body and parameters, parsed whole
+before any use case runs (4xx: nothing charged, nothing stored), (4) the use case.
+
+The service is synchronous (it does storage and verifier I/O), so steps 1 to 4 run in
+one hop to the thread pool; the event loop only reads the body and writes the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import attrs
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapters.http import schemas
+from adapters.http.keys import ApiKeyStore
+from adapters.http.openapi import openapi_document
+from adapters.http.problems import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
+    MALFORMED_HEADER,
+    MALFORMED_JSON,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    ProblemError,
+    domain_problem,
+    problem_response,
+)
+from credits_domain import ChargeResult, CreditsError, CreditService, UnknownAccount
+from credits_domain.service import MAX_IDEMPOTENCY_KEY_LENGTH
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH: Final = 1000
+# Room for one contact in JSON ({"channel":"mobile","value":"...","region":"GB"} with a
+# 320-character value and generous white space), and for the rest of the body.
+BODY_BYTES_PER_CONTACT: Final = 512
+BODY_BYTES_BASE: Final = 16 * 1024
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+_IDEMPOTENCY_KEY = re.compile(rf"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$")
+_JSON_MEDIA_TYPE = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
+
+
+def max_body_bytes(max_batch: int) -> int:
+    return BODY_BYTES_BASE + BODY_BYTES_PER_CONTACT * max_batch
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+@attrs.frozen(kw_only=True)
+class _Call:
+    """What a handler may look at: the request, already read, and the caller's account."""
+
+    account: str
+    headers: Mapping[str, str]
+    idempotency_keys: tuple[str, ...]
+    query: Mapping[str, list[str]]
+    body: bytes | None  # None: above the body limit
+    content_type: str | None
+
+    def json(self) -> object:
+        """The body as JSON, after the media type and size checks (415, 413, 400)."""
+        media = (self.content_type or "").split(";", 1)[0].strip().lower()
+        if not _JSON_MEDIA_TYPE.match(media):
+            raise ProblemError(
+                UNSUPPORTED_MEDIA_TYPE,
+                f"send the body as application/json, not {self.content_type or 'no type'}",
+            )
+        if self.body is None:
+            raise ProblemError(BODY_TOO_LARGE, "the request body is above the limit")
+        try:
+            return json.loads(self.body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:  # includes JSONDecodeError, bad UTF-8
+            raise ProblemError(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from exc
+
+    def idempotency_key(self) -> str | None:
+        if not self.idempotency_keys:
+            return None
+        if len(self.idempotency_keys) > 1:
+            raise ProblemError(MALFORMED_HEADER, f"give one {IDEMPOTENCY_HEADER} header")
+        key = self.idempotency_keys[0]
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise ProblemError(
+                MALFORMED_HEADER,
+                f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible "
+                "ASCII characters",
+            )
+        return key
+
+
+@attrs.frozen
+class _Answer:
+    status: int
+    body: Any
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+Handler = Callable[[_Call], _Answer]
+
+
+def _bearer_token(request: Request) -> str:
+    values = request.headers.getlist("authorization")
+    if not values:
+        raise ProblemError(UNAUTHORIZED, "send an API key: Authorization: Bearer <key>")
+    scheme, _, token = values[0].partition(" ")
+    if len(values) > 1 or scheme.lower() != "bearer" or not token.strip():
+        raise ProblemError(UNAUTHORIZED, "the Authorization header must read: Bearer <key>")
+    return token.strip()
+
+
+class _Api:
+    def __init__(self, service: CreditService, keys: ApiKeyStore, max_batch: int) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
+        if max_batch > service.policy.max_batch:
+            raise ValueError(
+                f"max_batch {max_batch} is above the service's own limit "
+                f"{service.policy.max_batch}; the API must refuse first"
+            )
+        self.service = service
+        self.keys = keys
+        self.max_batch = max_batch
+        self.max_body_bytes = max_body_bytes(max_batch)
+        self.document = openapi_document(max_batch=max_batch, max_body_bytes=self.max_body_bytes)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None  # stop reading: the server drops the rest with the connection
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _authorize(self, token: str, account: str) -> str:
+        owner = self.keys.authenticate(token)
+        if owner is None:
+            raise ProblemError(UNAUTHORIZED, "the API key is unknown or revoked")
+        if owner != account:
+            # Isolation: the same answer as for an account that does not exist.
+            raise UnknownAccount(account)
+        return owner
+
+    def endpoint(self, handler: Handler, *, reads_body: bool) -> Callable[..., Any]:
+        async def run(request: Request) -> Response:
+            instance = request.url.path
+            try:
+                token = _bearer_token(request)
+                body = await self._read_body(request) if reads_body else b""
+                account = request.path_params["account"]
+                query: dict[str, list[str]] = {}
+                for name, value in request.query_params.multi_items():
+                    query.setdefault(name, []).append(value)
+
+                def work() -> _Answer:
+                    call = _Call(
+                        account=self._authorize(token, account),
+                        headers=request.headers,
+                        idempotency_keys=tuple(request.headers.getlist(IDEMPOTENCY_HEADER)),
+                        query=query,
+                        body=body,
+                        content_type=request.headers.get("content-type"),
+                    )
+                    return handler(call)
+
+                answer = await run_in_threadpool(work)
+            except ProblemError as exc:
+                return problem_response(
+                    exc.kind, exc.detail, instance=instance, headers=exc.headers
+                )
+            except CreditsError as exc:
+                return domain_problem(exc, instance)
+            except Exception:  # a bug: log it, answer 500 in the same shape, never a traceback
+                log.exception("unhandled error on %s %s", request.method, instance)
+                return problem_response(
+                    INTERNAL_ERROR, "the server failed; the error is logged", instance=instance
+                )
+            return JSONResponse(
+                answer.body, status_code=answer.status, headers=dict(answer.headers)
+            )
+
+        return run
+
+    # -- use cases --------------------------------------------------------------------
+
+    def subscribe(self, call: _Call) -> _Answer:
+        request = schemas.PlanRequest.parse(call.json())
+        subscription = self.service.subscribe(call.account, request.plan)
+        return _Answer(
+            201,
+            schemas.subscription_json(subscription),
+            {"Location": f"/v1/accounts/{call.account}/subscription"},
+        )
+
+    def get_subscription(self, call: _Call) -> _Answer:
+        return _Answer(200, schemas.subscription_json(self.service.subscription(call.account)))
+
+    def change_plan(self, call: _Call) -> _Answer:
+        request = schemas.PlanRequest.parse(call.json())
+        change = self.service.change_plan(call.account, request.plan)
+        subscription = self.service.subscription(call.account)
+        return _Answer(200, schemas.plan_change_json(change, subscription))
+
+    def cancel(self, call: _Call) -> _Answer:
+        self.service.cancel(call.account)
+        return self.get_subscription(call)
+
+    def pause(self, call: _Call) -> _Answer:
+        self.service.pause(call.account)
+        return self.get_subscription(call)
+
+    def resume(self, call: _Call) -> _Answer:
+        self.service.resume(call.account)
+        return self.get_subscription(call)
+
+    def _charged(self, result: ChargeResult) -> _Answer:
+        headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
+        return _Answer(200, schemas.charge_result_json(result), headers)
+
+    def unlock(self, call: _Call) -> _Answer:
+        request = schemas.UnlockRequest.parse(call.json(), max_batch=self.max_batch)
+        key = call.idempotency_key()
+        return self._charged(
+            self.service.unlock(call.account, request.contacts, idempotency_key=key)
+        )
+
+    def export(self, call: _Call) -> _Answer:
+        request = schemas.ExportRequest.parse(call.json(), max_batch=self.max_batch)
+        key = call.idempotency_key()
+        result = self.service.export(
+            call.account, request.contacts, destination=request.destination, idempotency_key=key
+        )
+        return self._charged(result)
+
+    def enrich(self, call: _Call) -> _Answer:
+        request = schemas.EnrichRequest.parse(call.json(), max_batch=self.max_batch)
+        key = call.idempotency_key()
+        return self._charged(self.service.enrich(call.account, request.found, idempotency_key=key))
+
+    def report_bounce(self, call: _Call) -> _Answer:
+        request = schemas.BounceRequest.parse(call.json())
+        entry = self.service.report_bounce(call.account, request.contact)
+        return _Answer(201, schemas.entry_json(entry))
+
+    def balance(self, call: _Call) -> _Answer:
+        return _Answer(200, schemas.balance_json(self.service.balance(call.account)))
+
+    def balance_at(self, call: _Call) -> _Answer:
+        at = schemas.parse_instant_param(call.query, "at")
+        return _Answer(
+            200, schemas.past_balance_json(at, self.service.balance_at(call.account, at))
+        )
+
+    def statement(self, call: _Call) -> _Answer:
+        query = schemas.StatementQuery.parse(call.query)
+        period = None if query.period is None else self.service.period(call.account, query.period)
+        page = []
+        # The core streams the statement from its first entry (it reads the ledger page by
+        # page); entries up to the cursor are skipped here. One more than the page is read
+        # to learn whether there is a next page.
+        for entry in self.service.statement(call.account, period):
+            if query.cursor is not None and entry.seq <= query.cursor:
+                continue
+            page.append(entry)
+            if len(page) > query.limit:
+                break
+        more = len(page) > query.limit
+        page = page[: query.limit]
+        next_cursor = page[-1].seq if more else None
+        return _Answer(200, schemas.statement_json(page, next_cursor, period))
+
+
+def create_app(
+    service: CreditService, keys: ApiKeyStore, *, max_batch: int = DEFAULT_MAX_BATCH
+) -> Starlette:
+    """The ASGI application of the API. `max_batch` bounds the contacts of one request
+    (413 above it); it must not exceed the service policy's own bound."""
+    api = _Api(service, keys, max_batch)
+    base = "/v1/accounts/{account}"
+
+    def route(path: str, methods: Mapping[str, Handler]) -> Route:
+        """One route per path, so that a 405 lists every method of the path in Allow."""
+        endpoints = {
+            method: api.endpoint(handler, reads_body=method in ("POST", "PUT"))
+            for method, handler in methods.items()
+        }
+
+        async def dispatch(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            response: Response = await endpoints[method](request)
+            return response
+
+        return Route(base + path, dispatch, methods=list(methods))
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(api.document)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # registered for HTTPException only
+        kinds = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+        kind = kinds.get(exc.status_code, INTERNAL_ERROR)
+        detail = {
+            404: f"no resource at {request.url.path}; see /openapi.json",
+            405: f"{request.method} is not served at {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        return problem_response(
+            kind, detail, instance=request.url.path, headers=dict(exc.headers or {})
+        )
+
+    routes = [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        route("/subscription", {"POST": api.subscribe, "GET": api.get_subscription}),
+        route("/subscription/plan", {"PUT": api.change_plan}),
+        route("/subscription/cancel", {"POST": api.cancel}),
+        route("/subscription/pause", {"POST": api.pause}),
+        route("/subscription/resume", {"POST": api.resume}),
+        route("/unlock", {"POST": api.unlock}),
+        route("/export", {"POST": api.export}),
+        route("/enrich", {"POST": api.enrich}),
+        route("/bounces", {"POST": api.report_bounce}),
+        route("/balance", {"GET": api.balance}),
+        route("/balance-at", {"GET": api.balance_at}),
+        route("/statement", {"GET": api.statement}),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -1,0 +1,170 @@
+"""Errors of the HTTP API as RFC 9457 problem details (`application/problem+json`).
+
+Every problem has a stable `type` URI: `https://credits-domain.dev/problems/<slug>`. The
+slug names the error class and never changes once published; clients branch on `type`,
+never on `title` or `detail` (which are for people). The URIs are identifiers: nothing
+needs to be served at them (RFC 9457 section 3.1.1 allows that).
+
+The table `DOMAIN_PROBLEMS` maps each domain error class (credits_domain.errors) to its
+slug and status. The status codes follow one rule:
+- 400: the request cannot be read (malformed JSON, a malformed header);
+- 401: no API key, an unknown key or a revoked key;
+- 404: no such route, or no such account *for this key* (a key of account A asking for
+  account B gets exactly the answer of an account that does not exist, so account ids
+  do not leak);
+- 405, 415: the method or the content type of the request is not served;
+- 413: the body or the batch is above the documented limit;
+- 422: the request reads fine but a value is wrong (wrong type, malformed contact,
+  unknown plan: a plan is a value of the body, not a resource of the URL);
+- 409: the request is well-formed but conflicts with the account's state (already
+  subscribed, paused, lapsed, idempotency key reused or in flight, hold expired);
+- 500: a bug; never the answer to bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+from starlette.responses import JSONResponse
+
+from credits_domain import errors
+
+PROBLEM_BASE: Final = "https://credits-domain.dev/problems/"
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+
+
+def problem_type(slug: str) -> str:
+    return PROBLEM_BASE + slug
+
+
+@attrs.frozen(kw_only=True)
+class ProblemKind:
+    slug: str
+    status: int
+    title: str
+
+
+def _kind(slug: str, status: int, title: str) -> ProblemKind:
+    return ProblemKind(slug=slug, status=status, title=title)
+
+
+# Problems of the HTTP boundary itself (no domain error behind them).
+MALFORMED_JSON = _kind("malformed-json", 400, "The request body is not valid JSON")
+MALFORMED_HEADER = _kind("malformed-header", 400, "A request header is malformed")
+UNAUTHORIZED = _kind("unauthorized", 401, "Missing, unknown or revoked API key")
+NOT_FOUND = _kind("not-found", 404, "No such resource")
+METHOD_NOT_ALLOWED = _kind("method-not-allowed", 405, "Method not allowed on this resource")
+BODY_TOO_LARGE = _kind("body-too-large", 413, "The request body is too large")
+UNSUPPORTED_MEDIA_TYPE = _kind(
+    "unsupported-media-type", 415, "The request body must be application/json"
+)
+INTERNAL_ERROR = _kind("internal-error", 500, "Internal server error")
+
+# One entry per domain error class; the most specific class wins (looked up along the MRO).
+DOMAIN_PROBLEMS: Final[dict[type[errors.CreditsError], ProblemKind]] = {
+    errors.MalformedContact: _kind("malformed-contact", 422, "A contact datum is malformed"),
+    errors.BatchTooLarge: _kind("batch-too-large", 413, "Too many contacts in one request"),
+    errors.InvalidRequest: _kind("invalid-request", 422, "The request has an invalid value"),
+    errors.InvalidPlan: _kind("invalid-plan", 422, "The plan definition is invalid"),
+    errors.UnknownPlan: _kind("unknown-plan", 422, "No plan of that name"),
+    errors.UnknownAccount: _kind("unknown-account", 404, "No such account"),
+    errors.NoActiveSubscription: _kind(
+        "no-active-subscription", 409, "The account has no active subscription"
+    ),
+    errors.AlreadySubscribed: _kind(
+        "already-subscribed", 409, "The account already has a subscription"
+    ),
+    errors.SubscriptionPaused: _kind("subscription-paused", 409, "The subscription is paused"),
+    errors.IdempotencyKeyReused: _kind(
+        "idempotency-key-reused", 409, "The idempotency key was used for another request"
+    ),
+    errors.RequestInFlight: _kind(
+        "request-in-flight", 409, "The request with this idempotency key is still in flight"
+    ),
+    errors.HoldExpired: _kind("hold-expired", 409, "The request's hold expired; nothing charged"),
+    errors.ConcurrencyConflict: _kind(
+        "concurrency-conflict", 409, "The account was changed concurrently; retry"
+    ),
+    errors.NotCharged: _kind("not-charged", 422, "The datum was never charged to this account"),
+    errors.AlreadyRefunded: _kind("already-refunded", 409, "The datum was refunded already"),
+    errors.RefundWindowClosed: _kind(
+        "refund-window-closed", 409, "The bounce was reported after the refund window"
+    ),
+    errors.NotAnEmail: _kind("not-an-email", 422, "Only emails bounce"),
+    errors.RefundRefused: _kind("refund-refused", 409, "The bounce cannot be refunded"),
+    errors.CreditsError: _kind("credits-error", 409, "The request was refused"),
+}
+
+# Every kind the API can answer with: the OpenAPI document enumerates their URIs.
+ALL_KINDS: Final[tuple[ProblemKind, ...]] = (
+    MALFORMED_JSON,
+    MALFORMED_HEADER,
+    UNAUTHORIZED,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    INTERNAL_ERROR,
+    *DOMAIN_PROBLEMS.values(),
+)
+
+# Errors whose condition passes with time: the answer says when to try again.
+RETRYABLE: Final = frozenset({"request-in-flight", "concurrency-conflict"})
+
+
+def kind_of(error: errors.CreditsError) -> ProblemKind:
+    for cls in type(error).__mro__:
+        kind = DOMAIN_PROBLEMS.get(cls)
+        if kind is not None:
+            return kind
+    raise AssertionError(f"invariant broken: {type(error).__name__} has no problem kind")
+
+
+class ProblemError(Exception):
+    """Raised inside the HTTP layer to answer with a problem; carries no domain state."""
+
+    def __init__(
+        self, kind: ProblemKind, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem_body(kind: ProblemKind, detail: str, instance: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": problem_type(kind.slug),
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    return body
+
+
+def problem_response(
+    kind: ProblemKind,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ProblemResponse:
+    all_headers = dict(headers or {})
+    if kind.slug in RETRYABLE:
+        all_headers.setdefault("Retry-After", "1")
+    if kind.status == 401:
+        all_headers.setdefault("WWW-Authenticate", 'Bearer realm="credits"')
+    return ProblemResponse(
+        problem_body(kind, detail, instance), status_code=kind.status, headers=all_headers
+    )
+
+
+def domain_problem(error: errors.CreditsError, instance: str | None = None) -> ProblemResponse:
+    return problem_response(kind_of(error), str(error), instance=instance)
