@@ -1,0 +1,221 @@
+"""The HTTP API on the SQL adapter: SQLite files and PostgreSQL, keys in the database.
+
+- The key store keeps hashes only, and a revoked key stops working at once.
+- The API on SqlRepository + SqlApiKeyStore behaves as on memory (charging, R17 replay,
+  isolation), on SQLite and on PostgreSQL.
+- A storage failure answers 500 in the problem shape, never a traceback.
+- The `keys` commands (typer's CliRunner) and `credits serve` in a real subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import typer
+from typer.testing import CliRunner
+
+from adapters.http.cli_commands import register
+from adapters.http.keys import ApiKeysTableMissing, SqlApiKeyStore, api_keys
+from adapters.sql import SqlRepository
+from http_api_support import PROBLEM, api_world, client
+
+SERVE_STARTUP_TIMEOUT_S = 20.0
+
+
+def email(value: str) -> dict[str, str]:
+    return {"channel": "email", "value": value}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'credits.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def repository(db_url: str) -> Iterator[SqlRepository]:
+    repo = SqlRepository.connect(db_url, migrate=True)
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def test_the_store_keeps_only_hashes_and_revokes(repository: SqlRepository) -> None:
+    store = SqlApiKeyStore(repository.engine)
+    issued = store.create("acme")
+    with repository.engine.connect() as conn:
+        rows = conn.execute(sa.select(api_keys)).mappings().all()
+    assert len(rows) == 1
+    row = dict(rows[0])
+    assert issued.token not in repr(row)
+    assert row["key_hash"] == hashlib.sha256(issued.token.encode()).hexdigest()
+    assert (row["key_id"], row["account"], row["revoked_at"]) == (issued.key_id, "acme", None)
+    assert store.authenticate(issued.token) == "acme"
+    # A second store on the same database (another process, say) sees the revocation.
+    other = SqlApiKeyStore(repository.engine)
+    assert other.revoke(issued.key_id) is True
+    assert store.authenticate(issued.token) is None
+    assert store.revoke(issued.key_id) is False
+
+
+def test_a_database_without_the_table_is_refused(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(ApiKeysTableMissing, match="credits db upgrade"):
+            SqlApiKeyStore(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_api_on_sql(repository: SqlRepository) -> None:
+    keys = SqlApiKeyStore(repository.engine)
+    with (
+        api_world(repository=repository, keys=keys) as world,
+        world.client_for("acme") as acme,
+        world.client_for("globex") as globex,
+    ):
+        assert (
+            acme.post("/v1/accounts/acme/subscription", json={"plan": "boost"}).status_code == 201
+        )
+        payload = {"contacts": [email("a@corp.com"), email("A@corp.com"), email("b@corp.com")]}
+        headers = {"Idempotency-Key": "k-1"}
+        first = acme.post("/v1/accounts/acme/unlock", json=payload, headers=headers)
+        assert first.json()["charged"] == {"email": 2, "mobile": 0}
+        replay = acme.post("/v1/accounts/acme/unlock", json=payload, headers=headers)
+        assert replay.content == first.content
+        assert replay.headers["idempotent-replayed"] == "true"
+        other = acme.post(
+            "/v1/accounts/acme/unlock", json={"contacts": [email("c@corp.com")]}, headers=headers
+        )
+        assert other.json()["type"] == PROBLEM + "idempotency-key-reused"
+        assert globex.get("/v1/accounts/acme/balance").status_code == 404
+        assert acme.get("/v1/accounts/acme/balance").json()["email"] == 11_998
+        page = acme.get("/v1/accounts/acme/statement", params={"limit": 3}).json()
+        assert [e["seq"] for e in page["entries"]] == [0, 1, 2]
+        assert page["next_cursor"] == 2
+        rest = acme.get("/v1/accounts/acme/statement", params={"cursor": 2}).json()
+        assert [e["seq"] for e in rest["entries"]] == [3]
+        assert rest["next_cursor"] is None
+
+
+def test_a_storage_failure_is_a_500_problem(tmp_path: Path) -> None:
+    repo = SqlRepository.connect(f"sqlite:///{tmp_path / 'broken.db'}", migrate=True)
+    keys = SqlApiKeyStore(repo.engine)
+    try:
+        with api_world(repository=repo, keys=keys) as world, world.client_for("acme") as acme:
+            acme.post("/v1/accounts/acme/subscription", json={"plan": "boost"})
+            with repo.engine.begin() as conn:  # the database loses a table under the server
+                conn.execute(sa.text("DROP TABLE credits_holds"))
+            response = acme.get("/v1/accounts/acme/balance")
+            assert response.status_code == 500
+            assert response.headers["content-type"] == "application/problem+json"
+            body = response.json()
+            assert body["type"] == PROBLEM + "internal-error"
+            assert "Traceback" not in response.text and "credits_holds" not in response.text
+    finally:
+        repo.close()
+
+
+# -- the commands -------------------------------------------------------------------------
+
+
+def _commands() -> typer.Typer:
+    app = typer.Typer(add_completion=False)
+    register(app)
+    return app
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(_commands(), list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_keys_create_prints_the_key_last_and_revoke_revokes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"  # a new file: create brings the schema up
+    code, out, err = invoke("keys", "create", "acme", "--db", url)
+    assert code == 0, err
+    token = out.split()[-1]
+    with SqlRepository.connect(url) as repo:
+        store = SqlApiKeyStore(repo.engine)
+        assert store.authenticate(token) == "acme"
+        key_id = token.split("_")[1]
+        assert key_id in out
+        code, out, err = invoke("keys", "revoke", key_id, "--db", url)
+        assert (code, out.strip()) == (0, f"API key {key_id} revoked.")
+        assert store.authenticate(token) is None
+    code, out, _ = invoke("keys", "revoke", key_id, "--db", url)
+    assert (code, out.strip()) == (0, f"API key {key_id} was revoked already.")
+    code, _, err = invoke("keys", "revoke", "ffffffffffffffff", "--db", url)
+    assert code == 1 and "no API key" in err
+    code, _, err = invoke("keys", "create", " padded", "--db", url)
+    assert code == 1 and err.startswith("credits: error: account must be")
+
+
+def test_serve_refuses_to_start_without_a_verifier(tmp_path: Path) -> None:
+    code, _, err = invoke("serve", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code == 2 and "--verifier-url" in err and "--demo-verifier" in err
+    code, _, err = invoke(
+        "serve", "--demo-verifier", "--verifier-url", "http://127.0.0.1:9", "--db", "sqlite://"
+    )
+    assert code == 2 and "not both" in err
+
+
+def test_serve_on_an_old_schema_says_to_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    code, _, err = invoke("serve", "--demo-verifier", "--db", url)
+    assert code == 1 and "credits db upgrade" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_serve_runs_the_api_in_a_process(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    code, out, err = invoke("keys", "create", "acme", "--db", url)
+    assert code == 0, err
+    token = out.split()[-1]
+    port = _free_port()
+    command = [sys.executable, "-m", "adapters.http.cli_commands", "serve", "--demo-verifier"]
+    command += ["--db", url, "--port", str(port), "--no-access-log"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + SERVE_STARTUP_TIMEOUT_S
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{base}/openapi.json", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "credits serve did not start"
+            time.sleep(0.1)
+        with client(base, token) as acme:
+            assert acme.post("/v1/accounts/acme/subscription", json={"plan": "boost"}).is_success
+            unlocked = acme.post("/v1/accounts/acme/unlock", json={"contacts": [email("a@x.io")]})
+            assert unlocked.json()["charged"] == {"email": 1, "mobile": 0}
+        with client(base, None) as anonymous:
+            assert anonymous.get("/v1/accounts/acme/balance").status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=SERVE_STARTUP_TIMEOUT_S)
