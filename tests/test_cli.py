@@ -1,0 +1,307 @@
+"""The `credits` command against real SQLite files (typer's CliRunner, and one subprocess).
+
+The demo's expected balances are computed here from the story as told (plans' allowances,
+the charges of each step), not copied from its output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters import cli
+from adapters.memory import ManualClock
+from adapters.sql import SqlRepository, upgrade
+from credits_domain import PLANS, Contact, CreditService
+
+WIDE = {"COLUMNS": "220"}  # rich wraps tables at the terminal's width; keep rows on one line
+STORY_END = datetime(2025, 5, 12, 9, 0, tzinfo=UTC)
+ANCHOR = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)  # every demo account subscribes then
+RENEWAL_EMAIL = ["grant", "(renewal)", "email"]  # a row of the demo's statement excerpt
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli.app, list(args), env=WIDE)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def cells(output: str, title: str, first: str) -> list[str]:
+    """The words of the first row starting with `first` after the line that has `title`.
+
+    Tables are printed without vertical rules: a row's cells are its words, as long as
+    the cells looked at hold one word each (numbers, names).
+    """
+    tail = output[output.index(title) :]
+    for line in tail.splitlines():
+        words = line.split()
+        if words and words[0] == first:
+            return words
+    raise AssertionError(f"no row for {first!r} under {title!r}")
+
+
+def entry_rows(output: str, kind: str) -> list[list[str]]:
+    """Statement rows of one kind: seq, date, time, kind, cause, pool, amount, balance."""
+    return [w for w in (line.split() for line in output.splitlines()) if w[3:4] == [kind]]
+
+
+def n(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A database the demo ran on once, and what the demo printed."""
+    url = url_of(tmp_path_factory.mktemp("demo") / "credits.db")
+    code, out, err = invoke("demo", "--db", url)
+    assert code == 0, err
+    return url, out
+
+
+# -- the story, told as arithmetic ------------------------------------------------------
+
+
+def expected_final() -> dict[str, tuple[int, int]]:
+    """Each demo account's (email, mobile) at the story's end, 12 May 2025 (in period 4)."""
+    ignite, boost, power = (PLANS[name].monthly for name in ("ignite", "boost", "power"))
+    periods = 5  # Jan 6, Feb 6, Mar 6, Apr 6, May 6 (R3, R4); credits roll over (R5)
+
+    # acme, boost: period 0 uses exactly 7,500 email credits (RULES.md's rollover example)
+    # and 50 + 18 mobiles; then 1,000 emails + 100 mobiles, a bounce refunded (+1, R18),
+    # 480 emails + 54 mobiles (20 and 6 invalid, R10), an export of 300 new emails.
+    acme = (
+        periods * boost.email - (7_500 + 1_000 - 1 + 480 + 300),
+        periods * boost.mobile - (50 + 18 + 100 + 54),
+    )
+    # globex, power, downgraded to boost in period 1: boost grants from period 2 (R7).
+    globex = (
+        2 * power.email + 3 * boost.email - (580 + 400 + 200),
+        2 * power.mobile + 3 * boost.mobile - 60,
+    )
+    # northwind, ignite, upgraded to power on Feb 20 09:00, 14 of period 1's 28 days left:
+    # the difference pro-rated, rounded down (R7); power grants from period 2.
+    left, length = timedelta(days=14), timedelta(days=28)
+    northwind = (
+        2 * ignite.email
+        + (power.email - ignite.email) * left // length
+        + 3 * power.email
+        - (300 + 800),
+        2 * ignite.mobile + (power.mobile - ignite.mobile) * left // length + 3 * power.mobile - 30,
+    )
+    # initech cancelled in period 1 and lapsed on Mar 6: a lapsed account reads zero (R6).
+    return {"acme": acme, "globex": globex, "initech": (0, 0), "northwind": northwind}
+
+
+def boundaries(anchor: datetime, after: datetime, now: datetime) -> int:
+    """Monthly boundaries of `anchor` (same day and time, R4) in (after, now].
+
+    The test's anchors fall on days every month has, so no clamping is needed here.
+    """
+    count = 0
+    for months in range(1, 12 * 100):
+        years, month0 = divmod(anchor.month - 1 + months, 12)
+        boundary = anchor.replace(year=anchor.year + years, month=month0 + 1)
+        if boundary > now:
+            return count
+        if boundary > after:
+            count += 1
+    raise AssertionError("a century of renewals")
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def test_demo_prints_the_final_balances_the_story_implies(demo_db: tuple[str, str]) -> None:
+    _, out = demo_db
+    for account, (email, mobile) in expected_final().items():
+        row = cells(out, "Balances at the end of the story", account)
+        assert (n(row[3]), n(row[4])) == (email, mobile), row
+    assert cells(out, "Balances at the end of the story", "initech")[2] == "lapsed"
+
+
+def test_demo_shows_the_rulebook_examples(demo_db: tuple[str, str]) -> None:
+    _, out = demo_db
+    # R5's worked example: 12,000 - 7,500 + 12,000, as acme's first renewal grant leaves it.
+    renewals = [w for w in map(str.split, out.splitlines()) if w[2:5] == RENEWAL_EMAIL]
+    assert renewals[0][-1] == "16,500"  # the balance after acme's first renewal grant
+    assert "8 email charged; not verified: 2 invalid" in out  # 10 contacts, 2 invalid
+    assert "7 email charged; 1 already owned; not verified: 2 invalid" in out
+
+
+def test_demo_says_which_verifier_and_where_the_database_is(demo_db: tuple[str, str]) -> None:
+    url, out = demo_db
+    assert "ScriptedVerifier" in out
+    assert str(Path(url.removeprefix("sqlite:///")).resolve()) in out
+
+
+def test_demo_runs_again_on_the_same_database_under_new_names(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "twice.db")
+    assert invoke("demo", "--db", url)[0] == 0
+    code, out, err = invoke("demo", "--db", url)
+    assert code == 0, err
+    assert "run 2" in out
+    email, mobile = expected_final()["acme"]
+    row = cells(out, "Balances at the end of the story", "acme-2")
+    assert (n(row[3]), n(row[4])) == (email, mobile)
+
+
+# -- reading a demo account -------------------------------------------------------------
+
+
+def test_balance_of_a_lapsed_demo_account_reads_zero(demo_db: tuple[str, str]) -> None:
+    url, _ = demo_db
+    code, out, err = invoke("balance", "initech", "--db", url)
+    assert code == 0, err
+    assert "lapsed" in out
+    assert n(cells(out, "initech", "email")[1]) == 0
+    assert n(cells(out, "initech", "mobile")[1]) == 0
+
+
+def test_balance_applies_the_renewals_due_since_the_story(demo_db: tuple[str, str]) -> None:
+    """`balance` reads on the real clock: every month since May 2025 granted 800 mobiles."""
+    url, _ = demo_db
+    before = boundaries(ANCHOR, STORY_END, datetime.now(UTC))
+    code, out, err = invoke("balance", "acme", "--db", url)
+    after = boundaries(ANCHOR, STORY_END, datetime.now(UTC))
+    assert code == 0, err
+    email, mobile = expected_final()["acme"]
+    boost = PLANS["boost"].monthly
+    shown = (n(cells(out, "acme", "email")[1]), n(cells(out, "acme", "mobile")[1]))
+    # Two candidates only if a period boundary passed during the call itself.
+    assert shown in {(email + k * boost.email, mobile + k * boost.mobile) for k in (before, after)}
+
+
+def test_statement_of_one_period(demo_db: tuple[str, str]) -> None:
+    url, _ = demo_db
+    code, out, err = invoke("statement", "acme", "--period", "1", "--db", url)
+    assert code == 0, err
+    # Period 1: two renewal grants, 1,000 + 100 charges, one bounce refund.
+    assert "1,103 entries" in out
+    assert [row[7] for row in entry_rows(out, "grant")] == ["16,500", "1,532"]
+    assert [row[6] for row in entry_rows(out, "refund")] == ["+1"]
+    assert len(entry_rows(out, "charge")) == 1_100
+
+
+def test_statement_of_all_periods_streams_every_entry(demo_db: tuple[str, str]) -> None:
+    url, _ = demo_db
+    code, out, err = invoke("statement", "initech", "--db", url)
+    assert code == 0, err
+    # 4 grants, 333 + 120 + 20 charges, 2 forfeits at the lapse (R6).
+    assert "479 entries" in out
+    assert [row[6] for row in entry_rows(out, "forfeit")] == ["-9,860", "-333"]
+
+
+# -- errors: one line on stderr, a non-zero exit ----------------------------------------
+
+
+def assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None:
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + out
+    for needle in needles:
+        assert needle in err
+
+
+def test_unknown_account(demo_db: tuple[str, str]) -> None:
+    url, _ = demo_db
+    assert_one_line_error(*invoke("balance", "nobody", "--db", url), "'nobody'")
+    assert_one_line_error(*invoke("statement", "nobody", "--db", url), "'nobody'")
+
+
+def test_empty_database_asks_for_the_upgrade_then_works(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "empty.db")
+    for command in (["balance", "acme"], ["statement", "acme"], ["renew-due"]):
+        assert_one_line_error(*invoke(*command, "--db", url), "credits db upgrade")
+    code, out, err = invoke("db", "upgrade", "--db", url)
+    assert code == 0, err
+    assert "up to date" in out
+    code, out, err = invoke("renew-due", "--db", url)
+    assert (code, out.strip()) == (0, "Renewed 0 accounts."), err
+    assert_one_line_error(*invoke("balance", "acme", "--db", url), "'acme'", "subscribe")
+
+
+def test_outdated_database_asks_for_the_upgrade(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "old.db")
+    upgrade(url, revision="+1")  # the first revision only
+    assert_one_line_error(*invoke("balance", "acme", "--db", url), "credits db upgrade")
+    assert invoke("db", "upgrade", "--db", url)[0] == 0
+    assert_one_line_error(*invoke("balance", "acme", "--db", url), "'acme'")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "mysql://root@127.0.0.1/credits",
+        "sqlite:////no/such/directory/credits.db",
+        "postgresql+psycopg://postgres@127.0.0.1:1/credits",  # nothing listens on port 1
+    ],
+)
+def test_a_bad_or_unreachable_database_is_one_line(url: str) -> None:
+    assert_one_line_error(*invoke("balance", "acme", "--db", url))
+
+
+def test_no_verifier_refuses_to_verify() -> None:
+    with pytest.raises(cli.NoVerifierError):
+        cli.NoVerifier().verify([Contact.email("ann@corp.com")])
+
+
+# -- renew-due ---------------------------------------------------------------------------
+
+
+def test_renew_due_renews_each_due_account_once(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "due.db")
+    long_ago = datetime(2024, 1, 15, tzinfo=UTC)
+    repository = SqlRepository.connect(url, migrate=True)
+    try:
+        service = CreditService(
+            repository=repository, verifier=cli.NoVerifier(), clock=ManualClock(long_ago)
+        )
+        service.subscribe("due", "ignite")
+    finally:
+        repository.close()
+    code, out, err = invoke("renew-due", "--db", url)
+    assert (code, out.strip()) == (0, "Renewed 1 account."), err
+    code, out, err = invoke("renew-due", "--db", url)
+    assert (code, out.strip()) == (0, "Renewed 0 accounts."), err  # nothing granted twice
+    before = boundaries(long_ago, long_ago, datetime.now(UTC))
+    code, out, _ = invoke("balance", "due", "--db", url)
+    after = boundaries(long_ago, long_ago, datetime.now(UTC))
+    ignite = PLANS["ignite"].monthly.email
+    assert n(cells(out, "due", "email")[1]) in {ignite * (1 + k) for k in (before, after)}
+
+
+# -- the entry point ---------------------------------------------------------------------
+
+
+def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
+    env = {**os.environ, **WIDE}
+    done = subprocess.run(
+        [sys.executable, "-m", "adapters.cli", "balance", "x", "--db", url_of(tmp_path / "e.db")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, "credits db upgrade")
+    helped = subprocess.run(
+        [sys.executable, "-m", "adapters.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert helped.returncode == 0
+    assert re.search(r"demo\s", helped.stdout)
