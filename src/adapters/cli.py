@@ -5,6 +5,7 @@
     credits statement ACCOUNT [--period N] [--db URL]
     credits renew-due [--db URL]                  renew every account whose period ended
     credits db upgrade [--db URL]                 bring the schema to the newest revision
+    credits keys ..., credits serve ...           the HTTP API's (adapters.http.cli_commands)
 
 `demo` runs on a scripted clock and the in-memory ScriptedVerifier. The other commands
 run on the real clock (SystemClock) and never charge, so their verifier is `NoVerifier`,
@@ -502,6 +503,24 @@ def db_upgrade(db: DbOption = DEFAULT_URL) -> None:
     with _reported(db):
         upgrade(db)
     _console().print(f"{_where(db)}: the schema is up to date.")
+
+
+# The HTTP adapter's commands (`keys create`, `keys revoke`, `serve`), when the `http`
+# extra (uvicorn, starlette, httpx) is installed; without it, `credits` works without them.
+_HTTP_EXTRA = {"uvicorn", "starlette", "httpx", "phonenumbers"}
+
+
+def _register_http_commands() -> None:
+    try:
+        from adapters.http.cli_commands import register
+    except ModuleNotFoundError as exc:
+        if exc.name not in _HTTP_EXTRA:
+            raise
+        return
+    register(app)
+
+
+_register_http_commands()
 
 
 def main() -> None:
