@@ -155,6 +155,18 @@ def test_demo_runs_again_on_the_same_database_under_new_names(tmp_path: Path) ->
     assert (n(row[3]), n(row[4])) == (email, mobile)
 
 
+@pytest.mark.postgres
+def test_demo_on_postgresql(postgres_url: str) -> None:
+    code, out, err = invoke("demo", "--db", postgres_url)
+    assert code == 0, err
+    for account, (email, mobile) in expected_final().items():
+        row = cells(out, "Balances at the end of the story", account)
+        assert (n(row[3]), n(row[4])) == (email, mobile), row
+    code, out, err = invoke("statement", "initech", "--db", postgres_url)
+    assert code == 0, err
+    assert [row[6] for row in entry_rows(out, "forfeit")] == ["-9,860", "-333"]
+
+
 # -- reading a demo account -------------------------------------------------------------
 
 

@@ -185,7 +185,7 @@ def _where(url: str) -> str:
 
 
 def _db_hint(url: str) -> str:
-    return "" if url == DEFAULT_URL else f" --db {url}"
+    return "" if url == DEFAULT_URL else f" --db {_shown(url)}"
 
 
 # -- demo ------------------------------------------------------------------------------
