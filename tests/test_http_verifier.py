@@ -21,6 +21,7 @@ from adapters.http import (
     CircuitState,
     Dialect,
     HttpVerifier,
+    MalformedAnswer,
     RetryPolicy,
     Timeouts,
     parse_phone,
@@ -175,7 +176,13 @@ def test_a_result_for_another_value_is_unknown(server: VerificationServer) -> No
     ann, bob, cy = emails("ann", "bob", "cy")
     server.answers = {
         ann.value: {"value": "mallory@corp.example", "checks": {}, "catch_all": False},
-        cy.value: {"error": "smtp server said 421"},
+        # An error wins over anything else the result says.
+        cy.value: {
+            "error": "smtp server said 421",
+            "checks": {"syntax": "pass", "mailbox": "pass", "second_provider": "pass"},
+            "catch_all": False,
+            "disposable": False,
+        },
     }
     with make_verifier(server.url) as verifier:
         verdicts = verifier.verify([ann, bob, cy])
@@ -221,8 +228,6 @@ def test_a_well_formed_result_is_valid() -> None:
 
 @pytest.mark.parametrize("body", [b"", b"[]", b'{"results": {}}', b"\xff\xfe", b"null"])
 def test_malformed_envelopes_raise_for_the_client_to_turn_into_unknown(body: bytes) -> None:
-    from adapters.http import MalformedAnswer
-
     with pytest.raises(MalformedAnswer):
         read_answer(emails("ann"), body, Dialect.NATIVE)
 
@@ -508,8 +513,11 @@ def test_chunks_have_at_most_chunk_size_items(server: VerificationServer) -> Non
 
 
 def test_the_bound_holds_across_threads_calling_verify(server: VerificationServer) -> None:
+    # Six callers, two slots: the others wait for a slot, which is not a failure (a pool
+    # timeout far shorter than the wait proves they do not wait in the connection pool).
     server.default = Reply(delay_s=0.15)
-    with make_verifier(server.url, max_in_flight=2) as verifier:
+    timeouts = Timeouts(connect_s=2.0, read_s=2.0, write_s=2.0, pool_s=0.05)
+    with make_verifier(server.url, max_in_flight=2, timeouts=timeouts) as verifier:
         results: list[list[Verdict]] = []
         lock = threading.Lock()
 
