@@ -51,6 +51,7 @@ from credits_domain import (
 
 PIPE_WIDTH = 160  # columns of output that goes to a file or a pipe
 STATEMENT_CHUNK = 500  # entries per printed table: a long statement is never held whole
+MAX_STATEMENT_ENTRIES = 10_000_000  # what one `statement` prints at most
 EXCERPT_ROLE = "acme"  # whose statement the demo prints
 EXCERPT_PERIODS = (0, 1)
 
@@ -85,7 +86,7 @@ class NoVerifier:
 
 
 class NoVerifierError(RuntimeError):
-    pass
+    """NoVerifier was called: a command that must never charge tried to."""
 
 
 def open_repository(url: str, *, migrate: bool) -> SqlRepository:
@@ -435,12 +436,15 @@ def statement(
         if chosen is not None:
             title += f", period {chosen.index}: {_when(chosen.start)} to {_when(chosen.end)} UTC"
         printed = 0
-        for _ in range(2**62 // STATEMENT_CHUNK):  # bounded; ends when the ledger does
+        for _ in range(MAX_STATEMENT_ENTRIES // STATEMENT_CHUNK):
             chunk = list(itertools.islice(entries, STATEMENT_CHUNK))
             if not chunk:
                 break
             console.print(_entries_table(chunk, title if printed == 0 else None))
             printed += len(chunk)
+        else:
+            console.print(f"Stopped after {_n(printed)} entries; use --period for the rest.")
+            return
         console.print(f"{_n(printed)} entries" if printed else "No entries.")
 
 

@@ -56,7 +56,7 @@ BULK_VALID_PER_BATCH = 900
 # RULES.md's rollover example: 200 + 8 + 7 (worked examples) + 93 (export) + 5 (enrich).
 BULK_VALID_TOTAL = 7_500 - 200 - 8 - 7 - 93 - 5
 
-# Names for the generated leads (a plain word list reads better than a long literal).
+# Names for the generated leads (plain word lists read better than long literals).
 _FIRST = (  # noqa: SIM905
     "ann bob carla dev emma farid grace hugo ines jon kemal lena milo nadia omar paula "
     "quinn rosa sven tara umar vera wes xenia yusuf zoe"
@@ -65,16 +65,14 @@ _LAST = (  # noqa: SIM905
     "adams baker chen diaz evans fischer garcia hansen ito jones khan lopez meyer novak "
     "olsen patel quist rossi silva tanaka ueda varga weber xu young zimmer"
 ).split()
-_DOMAINS = (  # noqa: SIM905
-    "northpeak.com bluefern.io hallmark-supply.co.uk oakridge.dev brightlane.com "
-    "copperleaf.net summitworks.org tidewater.co riverstone.com ironbark.io "
-    "meadowgate.com sablepoint.net lumenforge.com harborview.org quillstack.io "
-    "redwoodlabs.com stonebridge.co.uk cinderpath.com wavecrest.io pinegrove.net "
-    "foxhollow.com granitebay.org silverline.io maplecourt.com bramblefield.co "
-    "eastwind.dev clearwater.com highmoor.net juniperhq.com kestrel.io"
+_COMPANIES = (  # noqa: SIM905
+    "northpeak bluefern hallmark-supply oakridge brightlane copperleaf summitworks tidewater "
+    "riverstone ironbark meadowgate sablepoint lumenforge harborview quillstack redwoodlabs "
+    "stonebridge cinderpath wavecrest pinegrove foxhollow granitebay silverline maplecourt "
+    "bramblefield eastwind clearwater highmoor juniperhq kestrel"
 ).split()
-_MAX_EMAILS = len(_FIRST) * len(_LAST) * len(_DOMAINS)
-_MAX_MOBILES = 100_000
+_MAX_EMAILS = len(_FIRST) * len(_LAST) * len(_COMPANIES)
+_MAX_MOBILES = 1_000
 
 
 @attrs.frozen(kw_only=True)
@@ -202,8 +200,8 @@ class _Data:
         self._emails += 1
         first = _FIRST[n % len(_FIRST)]
         last = _LAST[(n // len(_FIRST)) % len(_LAST)]
-        domain = _DOMAINS[n // (len(_FIRST) * len(_LAST))]
-        raw = f"{first}.{last}@{domain}"
+        company = _COMPANIES[n // (len(_FIRST) * len(_LAST))]
+        raw = f"{first}.{last}@{company}.example"  # RFC 2606: never a real mailbox
         if verdict is not Verdict.VALID:
             self.script[raw] = verdict
         return raw
@@ -212,7 +210,7 @@ class _Data:
         n = self._mobiles
         invariant(n < _MAX_MOBILES, "the demo ran out of distinct mobile numbers")
         self._mobiles += 1
-        raw = f"+44 7700 9{n:05d}"  # Ofcom's range for drama: never a real subscriber
+        raw = f"+44 7700 900{n:03d}"  # Ofcom's range for drama: never a real subscriber
         if verdict is not Verdict.VALID:
             self.script[raw] = verdict
         return raw
@@ -247,8 +245,8 @@ def _enrich(raws: Sequence[str]) -> Action:
     return lambda service, account: service.enrich(account, contacts)
 
 
-def _every(step: int, offset: int, verdict: Verdict) -> Callable[[int], Verdict | None]:
-    return lambda k: verdict if k % step == offset else None
+def _every(modulus: int, offset: int, verdict: Verdict) -> Callable[[int], Verdict | None]:
+    return lambda k: verdict if k % modulus == offset else None
 
 
 def _bulk_verdict(k: int) -> Verdict:
