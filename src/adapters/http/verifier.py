@@ -83,6 +83,7 @@ from credits_domain import (
     email_verdict,
     mobile_verdict,
 )
+from credits_domain.errors import invariant
 
 log = logging.getLogger(__name__)
 
@@ -526,8 +527,7 @@ class HttpVerifier:
         else:
             answers = list(self._executor.map(self._verify_chunk, chunks))
         verdicts = [verdict for answer in answers for verdict in answer]
-        if len(verdicts) != len(batch):  # pragma: no cover - a bug, not a service failure
-            raise AssertionError("invariant broken: one verdict per contact")
+        invariant(len(verdicts) == len(batch), "one verdict per contact, in order")
         return verdicts
 
     def _verify_chunk(self, chunk: tuple[Contact, ...]) -> list[Verdict]:
@@ -538,7 +538,11 @@ class HttpVerifier:
         for attempt in range(1, self.retry.max_attempts + 1):
             if not self.breaker.allow():
                 return unknown  # fail fast: the service is failing (open circuit)
-            outcome = self._attempt(chunk, body)
+            try:
+                outcome = self._attempt(chunk, body)
+            except BaseException:
+                self.breaker.record_failure()  # a probe must never stay unreported
+                raise
             if isinstance(outcome, _Answer):
                 self.breaker.record_success()
                 return outcome.verdicts
