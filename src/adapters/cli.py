@@ -143,6 +143,7 @@ def _table(title: str | None) -> Table:
     """A compact table (no vertical rules, collapsed padding): the demo fits 80 columns."""
     return Table(
         title=title,
+        min_width=len(title or ""),  # a narrow table would wrap its title
         title_justify="left",
         title_style="bold",
         box=box.SIMPLE_HEAD,
@@ -255,14 +256,8 @@ def _print_log(console: Console, run: story.DemoRun) -> None:
     table.add_column("Event", overflow="fold")
     table.add_column("Result", overflow="fold")
     table.add_column("Rules", no_wrap=True)
-    for happened in run.happened:
-        table.add_row(
-            _when(happened.step.at),
-            happened.account,
-            happened.step.title,
-            happened.note,
-            happened.step.rules,
-        )
+    for line in story.log_lines(run.happened):
+        table.add_row(_when(line.at), line.account, line.title, line.note, line.rules)
     console.print(table)
 
 

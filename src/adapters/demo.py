@@ -18,6 +18,7 @@ The cast (run 1; a later run on the same database suffixes the names, see `Cast`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -119,6 +120,7 @@ class Step:
     size: int = 1  # contacts handled, for the progress bar
     expect: Credits | None = None  # what the step must charge (a worked example)
     refusal: type[CreditsError] | None = None  # the refusal the step demonstrates
+    group: str = ""  # consecutive charging steps of one group are one line of the log
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +140,17 @@ class Happened:
     account: str
     result: ChargeResult | None
     note: str
+
+
+@attrs.frozen(kw_only=True)
+class LogLine:
+    """One line of the story's log: a step, or consecutive steps of one group."""
+
+    at: datetime
+    account: str
+    title: str
+    note: str
+    rules: str
 
 
 @attrs.frozen(kw_only=True)
@@ -425,6 +438,7 @@ def story() -> Story:
                 size=len(raws),
                 expect=Credits(email=target),
                 rules="R10 R12",
+                group="works through its prospect list",
             )
         )
 
@@ -461,7 +475,7 @@ def story() -> Story:
     # globex, initech, northwind in the first month.
     steps += [
         Step(
-            at=_day(1, 13, 14),
+            at=_day(1, 17, 14),
             role="globex",
             title="unlocks 600 emails and 60 mobiles",
             action=_unlock(
@@ -472,7 +486,7 @@ def story() -> Story:
             rules="R10",
         ),
         Step(
-            at=_day(1, 15, 12),
+            at=_day(1, 17, 12),
             role="northwind",
             title="unlocks 300 emails and 30 mobiles",
             action=_unlock([*data.emails(300), *data.mobiles(30)]),
@@ -693,6 +707,37 @@ def _play(service: CreditService, step: Step, account: str) -> Happened:
             f"demo: {step.title!r} charged {outcome.charged_credits}, expected {step.expect}",
         )
     return Happened(step=step, account=account, result=outcome, note=describe(outcome))
+
+
+def log_lines(happened: Sequence[Happened]) -> list[LogLine]:
+    """The log of a run, with each group of consecutive steps taken together."""
+    lines: list[LogLine] = []
+    for _, run in itertools.groupby(happened, key=lambda h: (h.step.group or id(h), h.account)):
+        steps = list(run)
+        first, last = steps[0], steps[-1]
+        title, note = first.step.title, first.note
+        if len(steps) > 1:
+            results = [h.result for h in steps if h.result is not None]
+            invariant(len(results) == len(steps), "a group of steps is of charging steps")
+            merged = ChargeResult(
+                operation=results[0].operation,
+                items=tuple(item for result in results for item in result.items),
+            )
+            title = (
+                f"{first.step.group}: {len(steps)} requests, "
+                f"{first.step.at:%b %d} to {last.step.at:%b %d}"
+            )
+            note = describe(merged)
+        lines.append(
+            LogLine(
+                at=first.step.at,
+                account=first.account,
+                title=title,
+                note=note,
+                rules=first.step.rules,
+            )
+        )
+    return lines
 
 
 def describe(result: ChargeResult) -> str:
