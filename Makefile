@@ -33,3 +33,4 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_verifier.py
