@@ -144,9 +144,9 @@ def test_demo_says_which_verifier_and_where_the_database_is(demo_db: tuple[str, 
     assert str(Path(url.removeprefix("sqlite:///")).resolve()) in out
 
 
-def test_demo_runs_again_on_the_same_database_under_new_names(tmp_path: Path) -> None:
-    url = url_of(tmp_path / "twice.db")
-    assert invoke("demo", "--db", url)[0] == 0
+def test_demo_runs_again_on_the_same_database_under_new_names(demo_db: tuple[str, str]) -> None:
+    """A second run on the demo's database (it only adds accounts: acme-2, ...)."""
+    url, _ = demo_db
     code, out, err = invoke("demo", "--db", url)
     assert code == 0, err
     assert "run 2" in out
