@@ -360,6 +360,7 @@ def test_balance_at_a_past_instant(world: ApiWorld, acme: httpx.Client) -> None:
         "period=1201",
         "limit=1&limit=2",
         "cursor=99999999999999999999",
+        "limt=5",
     ],
 )
 def test_statement_refuses_bad_parameters(world: ApiWorld, acme: httpx.Client, query: str) -> None:
@@ -632,9 +633,9 @@ def test_bad_input_is_4xx_and_leaves_no_trace(
     assert good.status_code == 200 and good.json()["charged"]["email"] == 1
 
 
-def test_an_oversized_batch_is_413_with_the_limit(world: ApiWorld, acme: httpx.Client) -> None:
+def test_an_oversized_batch_is_422_with_the_limit(world: ApiWorld, acme: httpx.Client) -> None:
     contacts = [email(f"c{n}@corp.com") for n in range(51)]  # the world's limit is 50
-    body = assert_problem(acme.post(UNLOCK, json={"contacts": contacts}), 413, "batch-too-large")
+    body = assert_problem(acme.post(UNLOCK, json={"contacts": contacts}), 422, "batch-too-large")
     assert "at most 50" in body["detail"]
     assert world.verifier.calls == []
     assert acme.post(UNLOCK, json={"contacts": contacts[:50]}).json()["charged"]["email"] == 50
@@ -653,6 +654,16 @@ def test_a_body_that_is_not_json_is_415(
         headers={"Content-Type": "application/json; charset=utf-8"},
     )
     assert ok.status_code == 200
+
+
+def test_unknown_query_parameters_are_422(world: ApiWorld, acme: httpx.Client) -> None:
+    body = assert_problem(
+        acme.get(f"/v1/accounts/{ACME}/balance", params={"as_of": "now"}), 422, "invalid-request"
+    )
+    assert "'as_of'" in body["detail"] and "takes none" in body["detail"]
+    unlock = acme.post(UNLOCK, params={"dry_run": "1"}, json={"contacts": [email("a@corp.com")]})
+    assert_problem(unlock, 422, "invalid-request")
+    assert world.verifier.calls == []
 
 
 def test_unknown_routes_and_methods(world: ApiWorld, acme: httpx.Client) -> None:

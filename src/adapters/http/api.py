@@ -72,6 +72,14 @@ _IDEMPOTENCY_KEY = re.compile(rf"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$")
 _JSON_MEDIA_TYPE = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
 
 
+# The query parameters each use case reads; any other is refused (a typo such as
+# ?limt=5 must not silently read the default).
+_QUERY_PARAMETERS: Final[Mapping[str, tuple[str, ...]]] = {
+    "statement": ("cursor", "limit", "period"),
+    "balance_at": ("at",),
+}
+
+
 def max_body_bytes(max_batch: int) -> int:
     return BODY_BYTES_BASE + BODY_BYTES_PER_CONTACT * max_batch
 
@@ -192,8 +200,10 @@ class _Api:
                     query.setdefault(name, []).append(value)
 
                 def work() -> _Answer:
+                    owner = self._authorize(token, account)
+                    schemas.check_query_names(query, _QUERY_PARAMETERS.get(handler.__name__, ()))
                     call = _Call(
-                        account=self._authorize(token, account),
+                        account=owner,
                         headers=request.headers,
                         idempotency_keys=tuple(request.headers.getlist(IDEMPOTENCY_HEADER)),
                         query=query,

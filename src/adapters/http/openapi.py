@@ -75,7 +75,7 @@ def _schemas(max_batch: int) -> Json:
         "type": "array",
         "items": _ref("ContactIn"),
         "maxItems": max_batch,
-        "description": f"At most {max_batch} contacts (413 batch-too-large above); "
+        "description": f"At most {max_batch} contacts (422 batch-too-large above); "
         "settled in this order (R15). The same datum twice is charged once (R12).",
     }
     item = _object(
@@ -212,10 +212,10 @@ _STATUS_TEXT: Final = {
     409: "Conflicts with the account's state (already-subscribed, no-active-subscription, "
     "subscription-paused, idempotency-key-reused, request-in-flight, hold-expired, "
     "concurrency-conflict, already-refunded, refund-window-closed)",
-    413: "Body or batch above the limit (body-too-large, batch-too-large)",
+    413: "The body is above the size limit (body-too-large)",
     415: "The body is not application/json (unsupported-media-type)",
-    422: "A value is wrong (invalid-request, malformed-contact, unknown-plan, not-charged, "
-    "not-an-email)",
+    422: "A value is wrong (invalid-request, malformed-contact, batch-too-large, unknown-plan, "
+    "not-charged, not-an-email); an unknown query parameter is refused too",
 }
 
 

@@ -13,9 +13,10 @@ slug and status. The status codes follow one rule:
   account B gets exactly the answer of an account that does not exist, so account ids
   do not leak);
 - 405, 415: the method or the content type of the request is not served;
-- 413: the body or the batch is above the documented limit;
-- 422: the request reads fine but a value is wrong (wrong type, malformed contact,
-  unknown plan: a plan is a value of the body, not a resource of the URL);
+- 413: the body is above the documented limit in bytes (it is not read further);
+- 422: the request reads fine but a value is wrong (wrong type, malformed contact, more
+  contacts than the batch limit, an unknown query parameter, an unknown plan: a plan is
+  a value of the body, not a resource of the URL);
 - 409: the request is well-formed but conflicts with the account's state (already
   subscribed, paused, lapsed, idempotency key reused or in flight, hold expired);
 - 500: a bug; never the answer to bad input.
@@ -64,7 +65,7 @@ INTERNAL_ERROR = _kind("internal-error", 500, "Internal server error")
 # One entry per domain error class; the most specific class wins (looked up along the MRO).
 DOMAIN_PROBLEMS: Final[dict[type[errors.CreditsError], ProblemKind]] = {
     errors.MalformedContact: _kind("malformed-contact", 422, "A contact datum is malformed"),
-    errors.BatchTooLarge: _kind("batch-too-large", 413, "Too many contacts in one request"),
+    errors.BatchTooLarge: _kind("batch-too-large", 422, "Too many contacts in one request"),
     errors.InvalidRequest: _kind("invalid-request", 422, "The request has an invalid value"),
     errors.InvalidPlan: _kind("invalid-plan", 422, "The plan definition is invalid"),
     errors.UnknownPlan: _kind("unknown-plan", 422, "No plan of that name"),

@@ -8,7 +8,7 @@ so a bad request charges nothing and stores nothing:
 - a wrong type, a missing field or an out-of-range value raises `InvalidRequest` (422), a
   malformed contact `MalformedContact`-kind problem (422), more contacts than the batch
   limit `BatchTooLarge` (413). Each message names the offending field (`contacts[3].value`).
-- Query parameters: unknown ones are ignored, a documented one given twice is refused.
+- Query parameters: an unknown one is refused, and so is a documented one given twice.
 
 Mobile numbers are E.164 (`+` and digits; spaces, dashes, dots and parentheses are
 dropped by the core). A national format is accepted with a `region` (ISO 3166 alpha-2,
@@ -18,7 +18,7 @@ dropped by the core). A national format is accepted with a `region` (ISO 3166 al
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -202,6 +202,15 @@ class BounceRequest:
     @classmethod
     def parse(cls, body: object) -> BounceRequest:
         return cls(contact=parse_contact(body, "the body"))
+
+
+def check_query_names(params: Mapping[str, list[str]], allowed: Collection[str]) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        known = f"; allowed: {', '.join(allowed)}" if allowed else "; it takes none"
+        raise InvalidRequest(
+            f"unknown query parameter(s) {', '.join(repr(n) for n in unknown)}{known}"
+        )
 
 
 def _single(params: Mapping[str, list[str]], name: str) -> str | None:
