@@ -1,9 +1,17 @@
-"""The SQL adapter on PostgreSQL: a fresh database on the local server per test."""
+"""The SQL adapter on PostgreSQL: a fresh database on the local server per test.
+
+The shared Repository contract, the shared state machine, the SQL adapter's own checks
+and the race and crash tests with real processes; the SQLite file differs only in how it
+gets its database.
+"""
 
 from __future__ import annotations
 
 import pytest
-from sql_checks import SqlAdapterChecks
+
+from credits_domain.testing import RepositoryContract
+from sql_checks import SqlAdapterChecks, sql_state_machine
+from sql_race import SqlRaceChecks
 
 pytestmark = pytest.mark.postgres
 
@@ -13,5 +21,12 @@ def db_url(postgres_url: str) -> str:
     return postgres_url
 
 
-class TestPostgresAdapter(SqlAdapterChecks):
+class TestPostgresRepository(SqlAdapterChecks, RepositoryContract):
+    pass
+
+
+TestPostgresStateMachine = sql_state_machine()
+
+
+class TestPostgresRaces(SqlRaceChecks):
     pass

@@ -1,11 +1,19 @@
-"""The SQL adapter on SQLite (the embedded default): a fresh database file per test."""
+"""The SQL adapter on SQLite (the embedded default): a fresh database file per test.
+
+The shared Repository contract, the shared state machine, the SQL adapter's own checks
+and the race and crash tests with real processes; the PostgreSQL file differs only in how it
+gets its database.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from sql_checks import SqlAdapterChecks
+
+from credits_domain.testing import RepositoryContract
+from sql_checks import SqlAdapterChecks, sql_state_machine
+from sql_race import SqlRaceChecks
 
 
 @pytest.fixture
@@ -13,5 +21,12 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'credits.db'}"
 
 
-class TestSqliteAdapter(SqlAdapterChecks):
+class TestSqliteRepository(SqlAdapterChecks, RepositoryContract):
+    pass
+
+
+TestSqliteStateMachine = sql_state_machine()
+
+
+class TestSqliteRaces(SqlRaceChecks):
     pass

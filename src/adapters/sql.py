@@ -92,6 +92,7 @@ __all__ = [
     "create_engine",
     "schema_head",
     "schema_revision",
+    "schema_script",
     "upgrade",
 ]
 
@@ -275,6 +276,44 @@ idempotency = sa.Table(
     sa.Column("created_at", UtcInstant, nullable=False),
     sa.Column("result", _JSON),
 )
+
+
+# -- statements, built once: a call binds parameters, it never rebuilds or re-keys SQL ----
+
+_P = sa.bindparam
+_SELECT_WALLET = sa.select(wallets).where(wallets.c.account == _P("account")).with_for_update()
+_INSERT_WALLET = sa.insert(wallets)
+# Parameters named after columns are the SET clause; the WHERE takes prefixed names.
+_UPDATE_WALLET = sa.update(wallets).where(
+    wallets.c.account == _P("w_account"), wallets.c.version == _P("w_version")
+)
+_SELECT_HOLDS = sa.select(holds).where(holds.c.account == _P("account"))
+_SELECT_HOLD_IDS = sa.select(holds.c.hold_id).where(holds.c.account == _P("account"))
+_INSERT_HOLDS = sa.insert(holds)
+_DELETE_HOLDS = sa.delete(holds).where(
+    holds.c.account == _P("account"), holds.c.hold_id.in_(_P("hold_ids", expanding=True))
+)
+_INSERT_ENTRIES = sa.insert(ledger)
+_SELECT_OWNED = sa.select(ownership).where(
+    ownership.c.account == _P("account"),
+    ownership.c.channel == _P("channel"),
+    ownership.c.value.in_(_P("values", expanding=True)),
+)
+_INSERT_OWNERSHIP = sa.insert(ownership)
+_OWNERSHIP_KEY = (
+    ownership.c.account == _P("o_account"),
+    ownership.c.channel == _P("o_channel"),
+    ownership.c.value == _P("o_value"),
+)
+_MARK_REFUNDED = sa.update(ownership).where(*_OWNERSHIP_KEY, ownership.c.refunded_at.is_(None))
+_SELECT_REFUNDED_AT = sa.select(ownership.c.refunded_at).where(*_OWNERSHIP_KEY)
+_SELECT_RECORD = sa.select(idempotency).where(
+    idempotency.c.account == _P("account"), idempotency.c.key == _P("key")
+)
+_UPDATE_RECORD = sa.update(idempotency).where(
+    idempotency.c.account == _P("r_account"), idempotency.c.key == _P("r_key")
+)
+_INSERT_RECORD = sa.insert(idempotency)
 
 
 # -- plans and results as JSON (plans are data: the Plan itself is stored) -------------
@@ -578,12 +617,15 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
                 f"PostgreSQL is supported through psycopg 3 (postgresql+psycopg://), got {url!r}"
             )
         # READ COMMITTED (the server default) with row locks; a lock wait is bounded,
-        # and its expiry (55P03) counts as a lost race.
-        lock_timeout_ms = int(lock_wait_s * 1000)
+        # and its expiry (55P03) counts as a lost race. Server options given in the URL
+        # (`?options=-csearch_path%3Dbilling`) are kept.
+        given = parsed.query.get("options", "")
+        options_text = " ".join([*((given,) if isinstance(given, str) else given)])
+        lock_timeout = f"-c lock_timeout={int(lock_wait_s * 1000)}"
         return sa.create_engine(
-            parsed,
+            parsed.difference_update_query(["options"]),
             isolation_level="READ COMMITTED",
-            connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
+            connect_args={"options": f"{options_text} {lock_timeout}".strip()},
         )
     raise UnsupportedDatabase(
         f"unsupported database {backend!r} in {url!r}; use sqlite:///path.db "
@@ -612,13 +654,14 @@ def _alembic_config() -> Config:
 
 
 @functools.cache
-def _script() -> ScriptDirectory:
+def schema_script() -> ScriptDirectory:
+    """The shipped migrations (Alembic's script directory)."""
     return ScriptDirectory.from_config(_alembic_config())
 
 
 def schema_head() -> tuple[str, ...]:
     """The revision(s) this version of the package expects."""
-    return tuple(_script().get_heads())
+    return tuple(schema_script().get_heads())
 
 
 def schema_revision(engine: Engine) -> tuple[str, ...]:
@@ -655,7 +698,7 @@ def _require_head(engine: Engine, url: str) -> None:
     current, head = set(schema_revision(engine)), set(schema_head())
     if current == head:
         return
-    known = {script.revision for script in _script().walk_revisions()}
+    known = {script.revision for script in schema_script().walk_revisions()}
     if current - known:
         raise UnknownSchemaRevision(_display(url), current)
     raise SchemaOutOfDate(_display(url), current, head)
@@ -682,11 +725,7 @@ class SqlDedupRegistry:
                 for start in range(0, len(values), OWNERSHIP_CHUNK):
                     chunk = values[start : start + OWNERSHIP_CHUNK]
                     rows = connection.execute(
-                        sa.select(ownership).where(
-                            ownership.c.account == account,
-                            ownership.c.channel == channel,
-                            ownership.c.value.in_(chunk),
-                        )
+                        _SELECT_OWNED, {"account": account, "channel": channel, "values": chunk}
                     )
                     for row in rows:
                         contact = wanted[(row.channel, row.value)]
@@ -699,27 +738,17 @@ class SqlDedupRegistry:
         # A datum already owned violates the primary key: a concurrent buyer won (R12).
         with _translated("recording ownership"):
             self._uow.connection.execute(
-                sa.insert(ownership), [_ownership_values(record) for record in records]
+                _INSERT_OWNERSHIP, [_ownership_values(record) for record in records]
             )
 
     def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
-        key = (
-            ownership.c.account == account,
-            ownership.c.channel == contact.channel.value,
-            ownership.c.value == contact.value,
-        )
+        key = {"o_account": account, "o_channel": contact.channel.value, "o_value": contact.value}
         connection = self._uow.connection
         with _translated("marking a refund"):
-            done = connection.execute(
-                sa.update(ownership)
-                .where(*key, ownership.c.refunded_at.is_(None))
-                .values(refunded_at=at)
-            )
+            done = connection.execute(_MARK_REFUNDED, {**key, "refunded_at": at})
             if done.rowcount == 1:
                 return
-            refunded_at = connection.execute(
-                sa.select(ownership.c.refunded_at).where(*key)
-            ).one_or_none()
+            refunded_at = connection.execute(_SELECT_REFUNDED_AT, key).one_or_none()
         if refunded_at is None:
             raise NotCharged(f"{contact} was never charged to account {account!r}")
         raise AlreadyRefunded(f"{contact} was refunded at {refunded_at[0]}")
@@ -734,9 +763,7 @@ class SqlIdempotencyStore:
     def get(self, account: str, key: str) -> IdempotencyRecord | None:
         with _translated("reading an idempotency key"):
             row = self._uow.connection.execute(
-                sa.select(idempotency).where(
-                    idempotency.c.account == account, idempotency.c.key == key
-                )
+                _SELECT_RECORD, {"account": account, "key": key}
             ).one_or_none()
         return None if row is None else _record_from_row(row)
 
@@ -753,13 +780,11 @@ class SqlIdempotencyStore:
         # i.e. a lost race.
         with _translated("storing an idempotency key"):
             done = connection.execute(
-                sa.update(idempotency)
-                .where(idempotency.c.account == record.account, idempotency.c.key == record.key)
-                .values(**values)
+                _UPDATE_RECORD, {"r_account": record.account, "r_key": record.key, **values}
             )
             if done.rowcount == 0:
                 connection.execute(
-                    sa.insert(idempotency).values(account=record.account, key=record.key, **values)
+                    _INSERT_RECORD, {"account": record.account, "key": record.key, **values}
                 )
 
 
@@ -825,12 +850,10 @@ class SqlUnitOfWork:
         with _translated("loading a wallet"):
             # PostgreSQL: the row lock that serialises the writers of this account.
             # SQLite ignores FOR UPDATE: BEGIN IMMEDIATE already made us the only writer.
-            row = connection.execute(
-                sa.select(wallets).where(wallets.c.account == account).with_for_update()
-            ).one_or_none()
+            row = connection.execute(_SELECT_WALLET, {"account": account}).one_or_none()
             if row is None:
                 return None
-            hold_rows = connection.execute(sa.select(holds).where(holds.c.account == account)).all()
+            hold_rows = connection.execute(_SELECT_HOLDS, {"account": account}).all()
         wallet = _wallet_from_rows(row, hold_rows)
         self._versions[account] = wallet.version
         self._hold_ids[account] = frozenset(wallet.holds)
@@ -840,9 +863,8 @@ class SqlUnitOfWork:
         wallet.check_invariants()
         with _translated("adding a wallet"):  # an existing account: unique violation
             self.connection.execute(
-                sa.insert(wallets).values(
-                    account=wallet.account, version=wallet.version, **_wallet_values(wallet)
-                )
+                _INSERT_WALLET,
+                {"account": wallet.account, "version": wallet.version, **_wallet_values(wallet)},
             )
         self._versions[wallet.account] = wallet.version
         self._hold_ids[wallet.account] = frozenset()
@@ -854,9 +876,13 @@ class SqlUnitOfWork:
         expected = self._versions.get(account, wallet.version)
         with _translated("saving a wallet"):
             done = self.connection.execute(
-                sa.update(wallets)
-                .where(wallets.c.account == account, wallets.c.version == expected)
-                .values(version=expected + 1, **_wallet_values(wallet))
+                _UPDATE_WALLET,
+                {
+                    "w_account": account,
+                    "w_version": expected,
+                    "version": expected + 1,
+                    **_wallet_values(wallet),
+                },
             )
         if done.rowcount != 1:
             raise ConcurrencyConflict(
@@ -871,24 +897,20 @@ class SqlUnitOfWork:
             stored = self._hold_ids.get(account)
             if stored is None:  # saved without being loaded here: ask the database
                 stored = frozenset(
-                    connection.execute(
-                        sa.select(holds.c.hold_id).where(holds.c.account == account)
-                    ).scalars()
+                    connection.execute(_SELECT_HOLD_IDS, {"account": account}).scalars()
                 )
             gone = sorted(stored - wallet.holds.keys())
             new = [hold for hold_id, hold in wallet.holds.items() if hold_id not in stored]
             if gone:
-                connection.execute(
-                    sa.delete(holds).where(holds.c.account == account, holds.c.hold_id.in_(gone))
-                )
+                connection.execute(_DELETE_HOLDS, {"account": account, "hold_ids": gone})
             if new:
-                connection.execute(sa.insert(holds), [_hold_values(account, h) for h in new])
+                connection.execute(_INSERT_HOLDS, [_hold_values(account, h) for h in new])
             self._hold_ids[account] = frozenset(wallet.holds)
             # R19: the new entries are appended; the ledger's key (account, seq) refuses
             # a second writer of the same seq.
             entries = wallet.entries_saved()
             if entries:
-                connection.execute(sa.insert(ledger), [_entry_values(e) for e in entries])
+                connection.execute(_INSERT_ENTRIES, [_entry_values(e) for e in entries])
 
     def commit(self) -> None:
         transaction = self._transaction

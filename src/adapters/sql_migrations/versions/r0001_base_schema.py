@@ -3,8 +3,11 @@
 The constraints enforce the rules themselves, so that even a buggy caller cannot break
 them: no pool below zero (R1, R15), a lapsed wallet holds nothing (R6), every ledger
 entry has the sign of its kind and a non-negative running balance (R19, R20), an account
-owns a datum at most once (R12) and each ownership points at its charge in the ledger,
-an idempotency key is unique per account (R17).
+owns a datum at most once (R12), an idempotency key is unique per account (R17).
+
+Ownership and idempotency rows carry no foreign key to the wallet or the ledger: the
+Repository port stores them independently (its contract records them for an account
+without a wallet), so the schema does not demand more than the port does.
 
 Revision ID: 0001
 Revises:
@@ -109,7 +112,7 @@ def upgrade() -> None:
 
     op.create_table(
         "credits_ownership",
-        sa.Column("account", ACCOUNT, sa.ForeignKey("credits_wallets.account"), primary_key=True),
+        sa.Column("account", ACCOUNT, primary_key=True),
         sa.Column("channel", sa.String(16), primary_key=True),
         sa.Column("value", sa.String(320), primary_key=True),
         sa.Column("pool", sa.String(16), nullable=False),
@@ -120,20 +123,11 @@ def upgrade() -> None:
         sa.CheckConstraint(f"channel IN {CHANNELS}", name="ck_ownership_channel_known"),
         sa.CheckConstraint(f"pool IN {CHANNELS}", name="ck_ownership_pool_known"),
         sa.CheckConstraint("credits > 0", name="ck_ownership_credits_positive"),
-        # Every ownership is paid by a charge in the ledger. Deferred to commit, because
-        # the service records ownership before it saves the wallet and its entries.
-        sa.ForeignKeyConstraint(
-            ["account", "entry_seq"],
-            ["credits_ledger.account", "credits_ledger.seq"],
-            name="fk_ownership_charge",
-            deferrable=True,
-            initially="DEFERRED",
-        ),
     )
 
     op.create_table(
         "credits_idempotency",
-        sa.Column("account", ACCOUNT, sa.ForeignKey("credits_wallets.account"), primary_key=True),
+        sa.Column("account", ACCOUNT, primary_key=True),
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("hold_id", sa.String(230), nullable=True),
