@@ -39,10 +39,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
-from credits_domain import Contact, Credits, CreditService, Outcome, Plan, Repository
+from credits_domain import Contact, Credits, CreditService, Outcome, Plan
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -65,13 +65,8 @@ def make_contacts(prefix: str, count: int) -> list[Contact]:
 
 
 def make_service(repository: InMemoryRepository) -> CreditService:
-    # The cast: mypy finds InMemoryUnitOfWork's `dedup`/`idempotency` attributes
-    # (_Dedup, _Idempotency) incompatible with the UnitOfWork protocol's mutable attributes
-    # (invariance), though it satisfies the port at run time; reported to the lead.
     return CreditService(
-        repository=cast(Repository, repository),
-        verifier=ScriptedVerifier(),
-        clock=ManualClock(START),
+        repository=repository, verifier=ScriptedVerifier(), clock=ManualClock(START)
     )
 
 
