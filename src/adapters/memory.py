@@ -53,9 +53,11 @@ class _Dedup:
 
     def add(self, records: Sequence[Ownership]) -> None:
         for record in records:
-            if self.owned(record.account, [record.contact]):
+            staged = self._uow.staged_owned.setdefault(record.account, {})
+            stored = self._uow.repository.owned_by.get(record.account, {})
+            if record.contact in staged or record.contact in stored:
                 raise ConcurrencyConflict(f"{record.contact} is already owned by {record.account}")
-            self._uow.staged_owned.setdefault(record.account, {})[record.contact] = record
+            staged[record.contact] = record
 
     def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
         record = self.owned(account, [contact])[contact]

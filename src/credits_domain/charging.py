@@ -16,6 +16,8 @@ from credits_domain.verdict import Verdict
 
 
 class Outcome(enum.Enum):
+    __hash__ = object.__hash__  # singletons compared by identity
+
     CHARGED = "charged"
     ALREADY_OWNED = "already_owned"  # R12: free
     DUPLICATE_IN_REQUEST = "duplicate_in_request"  # R12: free, charged once at its first place
@@ -106,7 +108,7 @@ def settle(
     before it in its pool is decided; otherwise it waits for the next round, where the
     credits of data that failed verification serve it.
     """
-    owned_set = set(owned)
+    owned_set = owned if isinstance(owned, (set, frozenset)) else set(owned)
     left = {pool: capacity.of(pool) for pool in Channel}
     waiting = dict.fromkeys(Channel, False)
     decided: dict[Contact, Outcome] = {}

@@ -13,6 +13,8 @@ from credits_domain.contact import Channel
 class EntryKind(enum.Enum):
     """What moved the balance. Grants and refunds are positive, charges and forfeits negative."""
 
+    __hash__ = object.__hash__  # singletons compared by identity
+
     GRANT = "grant"  # a period's allowance (R3), an upgrade's pro-rated difference (R7)
     TOP_UP = "top_up"  # other grants: top-up, promotion, goodwill (R8)
     CHARGE = "charge"  # one verified datum unlocked, exported or enriched (R9)
@@ -27,6 +29,8 @@ NEGATIVE_KINDS = frozenset({EntryKind.CHARGE, EntryKind.FORFEIT})
 
 class Operation(enum.Enum):
     """The use case that caused an entry."""
+
+    __hash__ = object.__hash__  # singletons compared by identity
 
     SUBSCRIBE = "subscribe"
     RENEWAL = "renewal"

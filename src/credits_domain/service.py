@@ -449,7 +449,8 @@ class CreditService:
         account = _check_account(account)
         idempotency_key = _check_key(key)
         contacts = self._check_contacts(raw_contacts)
-        digest = fingerprint(operation, contacts, destination)
+        # R17's digest is needed only under an idempotency key.
+        digest = fingerprint(operation, contacts, destination) if idempotency_key else ""
         unique = list(dict.fromkeys(contacts))  # R12: first occurrence pays
 
         reserved = self._transact(
@@ -477,6 +478,7 @@ class CreditService:
                     decided=plan.decided,
                     destination=destination,
                     key=idempotency_key,
+                    digest=digest,
                 )
             )
             if isinstance(settled, ChargeResult):
@@ -508,10 +510,9 @@ class CreditService:
                 # The first attempt died and its hold expired: this one takes over.
         wallet.require_chargeable()
         owned = uow.dedup.owned(account, unique)
+        prices = {channel: wallet.plan.price_of(channel) for channel in Channel}
         candidates = tuple(
-            Candidate(contact=c, price=wallet.plan.price_of(c.channel))
-            for c in unique
-            if c not in owned
+            Candidate(contact=c, price=prices[c.channel]) for c in unique if c not in owned
         )
         need = dict.fromkeys(Channel, 0)
         for candidate in candidates:
@@ -559,6 +560,7 @@ class CreditService:
         decided: Mapping[Contact, Outcome],
         destination: str | None,
         key: str | None,
+        digest: str,
     ) -> ChargeResult | _NewlyOwned:
         wallet = self._load(uow, account, now)
         if key is not None:
@@ -575,29 +577,37 @@ class CreditService:
                 f"the hold of this request of account {account!r} expired before it settled "
                 "(R16); nothing was charged; retry the request"
             )
-        to_charge = [
-            c.contact for c in reserved.candidates if decided[c.contact] is Outcome.CHARGED
-        ]
+        chosen = [c for c in reserved.candidates if decided[c.contact] is Outcome.CHARGED]
+        to_charge = [c.contact for c in chosen]
         bought_meanwhile = uow.dedup.owned(account, to_charge)
         if bought_meanwhile:  # a concurrent request bought them: free for us (R12)
             return _NewlyOwned(frozenset(bought_meanwhile))
         if reserved.hold_id is not None:
             wallet.release_hold(reserved.hold_id)
 
-        prices = {c.contact: c.price for c in reserved.candidates}
+        plan_name, period_index = wallet.plan.name, wallet.period_index
+        entries = wallet.charge_many(
+            [
+                (
+                    c.price.pool,
+                    c.price.credits,
+                    Cause(
+                        operation=operation,
+                        datum=str(c.contact),
+                        plan=plan_name,
+                        period=period_index,
+                        idempotency_key=key,
+                        destination=destination,
+                    ),
+                )
+                for c in chosen
+            ],
+            now,
+        )
         charged: dict[Contact, ItemResult] = {}
         records: list[Ownership] = []
-        for contact in to_charge:
-            price = prices[contact]
-            cause = Cause(
-                operation=operation,
-                datum=str(contact),
-                plan=wallet.plan.name,
-                period=wallet.period_index,
-                idempotency_key=key,
-                destination=destination,
-            )
-            entry = wallet.charge(price.pool, price.credits, now, cause)
+        for candidate, entry in zip(chosen, entries, strict=True):
+            contact, price = candidate.contact, candidate.price
             records.append(
                 Ownership(
                     account=account,
@@ -622,24 +632,24 @@ class CreditService:
         for contact in contacts:
             if contact in seen:
                 items.append(ItemResult(contact=contact, outcome=Outcome.DUPLICATE_IN_REQUEST))
-            elif contact in owned:
-                items.append(ItemResult(contact=contact, outcome=Outcome.ALREADY_OWNED))
-            elif contact in charged:
-                items.append(charged[contact])
-            else:
-                items.append(
-                    ItemResult(
+                continue
+            seen.add(contact)
+            item = charged.get(contact)
+            if item is None:
+                if contact in owned:
+                    item = ItemResult(contact=contact, outcome=Outcome.ALREADY_OWNED)
+                else:
+                    item = ItemResult(
                         contact=contact, outcome=decided[contact], verdict=verdicts.get(contact)
                     )
-                )
-            seen.add(contact)
+            items.append(item)
         result = ChargeResult(operation=operation, items=tuple(items), idempotency_key=key)
         if key is not None:
             uow.idempotency.put(
                 IdempotencyRecord(
                     account=account,
                     key=key,
-                    fingerprint=fingerprint(operation, contacts, destination),
+                    fingerprint=digest,
                     hold_id=None,
                     created_at=now,
                     result=result,

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 class Verdict(enum.Enum):
     """What verification says of one datum. Only VALID is billable by default (R10)."""
 
+    __hash__ = object.__hash__  # singletons compared by identity
+
     VALID = "valid"
     INVALID = "invalid"
     CATCH_ALL = "catch_all"

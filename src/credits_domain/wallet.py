@@ -300,6 +300,22 @@ class Wallet:
         invariant(credits <= self.available(pool), "charge beyond available credits (R15)")
         return self._append(EntryKind.CHARGE, pool, -credits, at, cause)
 
+    def charge_many(
+        self, charges: list[tuple[Channel, int, Cause]], at: datetime
+    ) -> list[LedgerEntry]:
+        """Many charges at once: the availability check (which sums the holds) runs once
+        per pool for the batch's total instead of once per charge."""
+        totals = dict.fromkeys(Channel, 0)
+        for pool, credits, _ in charges:
+            invariant(credits > 0, "a charge is positive")
+            totals[pool] += credits
+        for pool in Channel:
+            invariant(totals[pool] <= self.available(pool), "charge beyond available (R15)")
+        return [
+            self._append(EntryKind.CHARGE, pool, -credits, at, cause)
+            for pool, credits, cause in charges
+        ]
+
     def refund(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
         invariant(credits > 0, "a refund is positive")
         return self._append(EntryKind.REFUND, pool, credits, at, cause)
