@@ -16,7 +16,7 @@ lint:
 	.venv/bin/ruff format --check src tests bench
 
 types:
-	.venv/bin/mypy src tests
+	.venv/bin/mypy src tests bench
 
 arch:
 	@test -f $(SHARED)/tools/check_architecture.py || \
