@@ -7,10 +7,11 @@
   renewal when one worker moves the shared clock a month on. Afterwards, exactly: no
   datum charged twice (R12), no pool below zero (R15), conservation recomputed from the
   ledger (R20), and ledger, balances, ownership and what the workers were told agree.
-- Crash: a process charging a batch of 2,000 contacts under an idempotency key is killed
-  with SIGKILL at a random point, three times; after each kill the database is reopened
-  and the invariants hold; retrying the batch with its key charges each datum at most
-  once, and exactly the data its result reports (R16, R17).
+- Crash: three times, a process charging a batch of 2,000 contacts under an idempotency
+  key is killed with SIGKILL at a random point of the request (uniform over how long the
+  request takes here); the database is reopened and the invariants hold; retrying the
+  batch with its key, once its hold expired, charges each datum at most once, and
+  exactly the data its result reports (R16, R17).
 
 The workers run in processes started with `spawn`, so this module is imported afresh in
 each of them; everything they need is a module-level function with picklable arguments.
@@ -65,7 +66,7 @@ SHARED_MOBILES = 40
 
 CRASH_BATCH = 2_000
 CRASH_KILLS = 3
-CRASH_PLAN = Plan(name="bulk", monthly=Credits(email=5_000, mobile=0))
+CRASH_PLAN = Plan(name="bulk", monthly=Credits(email=10_000, mobile=0))
 CRASH_POLICY = ChargePolicy(hold_ttl_s=60)
 
 PROCESS_TIMEOUT_S = 300  # a hung worker fails the test instead of hanging CI
@@ -196,19 +197,27 @@ def race_worker(url: str, worker: int, cell: Any, start_line: Any, reports: Any)
         )
 
 
-def crash_batch() -> list[Contact]:
-    return [Contact.email(f"lead{i}@bulk.example.com") for i in range(CRASH_BATCH)]
+def crash_batch(batch: int) -> list[Contact]:
+    return [Contact.email(f"lead{i}@bulk{batch}.example.com") for i in range(CRASH_BATCH)]
 
 
-def crash_child(url: str, at_micros: int, key: str, started: Any) -> None:
-    """Charge the big batch under `key` at the given instant; killed at a random point."""
+def crash_child(
+    url: str, account: str, batch: int, at_micros: int, started: Any, took_s: Any
+) -> None:
+    """Charge batch `batch` under its key at the given instant (killed at a random point).
+
+    `started` is set just before the request; `took_s` receives how long it took.
+    """
     repository = SqlRepository.connect(url)
     clock = ManualClock(EPOCH + timedelta(microseconds=at_micros))
     service = CreditService(
         repository=repository, verifier=HashVerifier(), clock=clock, policy=CRASH_POLICY
     )
+    contacts = crash_batch(batch)
     started.set()
-    service.unlock("crash", crash_batch(), idempotency_key=key)
+    begun = time.monotonic()
+    service.unlock(account, contacts, idempotency_key=f"bulk-import-{batch}")
+    took_s.value = time.monotonic() - begun
     repository.close()
 
 
@@ -231,7 +240,7 @@ def check_account(repository: SqlRepository, account: str) -> AccountFacts:
         entries.extend(page)
         if len(page) < 1000:
             break
-    assert [e.seq for e in entries] == list(range(len(entries))), "R19: seq without gaps"
+    assert [e.seq for e in entries] == list(range(len(entries))), "R19: seq has gaps"
     running = dict.fromkeys(Channel, 0)
     for entry in entries:
         running[entry.pool] += entry.amount
@@ -242,8 +251,8 @@ def check_account(repository: SqlRepository, account: str) -> AccountFacts:
     assert wallet is not None
     for pool in Channel:
         # R20: balance = grants + refunds - charges - forfeits, from the ledger.
-        assert wallet.balances[pool] == running[pool] >= 0
-        assert wallet.available(pool) >= 0
+        assert wallet.balances[pool] == running[pool] >= 0, f"R20: {pool} {wallet.balances}"
+        assert wallet.available(pool) >= 0, f"R20: {pool} holds {wallet.holds}"
     charges = [e for e in entries if e.kind is EntryKind.CHARGE]
     datums = Counter(e.cause.datum for e in charges)
     assert all(n == 1 for n in datums.values()), f"R12: charged twice: {datums.most_common(3)}"
@@ -258,7 +267,11 @@ def check_account(repository: SqlRepository, account: str) -> AccountFacts:
     by_seq = {e.seq: e for e in charges}
     for datum, row in owned.items():
         paid = by_seq[row.entry_seq]
-        assert (paid.cause.datum, -paid.amount, paid.pool.value) == (datum, row.credits, row.pool)
+        assert (paid.cause.datum, -paid.amount, paid.pool.value) == (
+            datum,
+            row.credits,
+            row.pool,
+        ), f"ownership of {datum} points at {paid}"
     return AccountFacts(
         entries=tuple(entries),
         charged=frozenset(str(d) for d in datums),
@@ -303,34 +316,38 @@ class SqlRaceChecks:
         finally:
             for process in workers:
                 _join(process)
-        assert [p.exitcode for p in workers] == [0] * WORKERS
-        assert [e for report in got for e in report.errors] == []
+        exitcodes = [p.exitcode for p in workers]
+        assert exitcodes == [0] * WORKERS, exitcodes
+        errors = [e for report in got for e in report.errors]
+        assert errors == [], f"{len(errors)} errors in the workers, first: {errors[:3]}"
 
         with SqlRepository.connect(db_url) as repository:
             facts = check_account(repository, "hot")
         told = [datum for report in got for datum in report.charged]
         # Every charge was answered to exactly one worker, and every answer was a charge.
-        assert len(told) == len(set(told))
-        assert set(told) == facts.charged
+        assert len(told) == len(set(told)), Counter(told).most_common(3)
+        assert set(told) == facts.charged, set(told) ^ facts.charged
         for pool, index in ((Channel.EMAIL, 0), (Channel.MOBILE, 1)):
             paid = -sum(
                 e.amount for e in facts.entries if e.kind is EntryKind.CHARGE and e.pool is pool
             )
-            assert paid == sum(report.credits[index] for report in got)
+            assert paid == sum(report.credits[index] for report in got), pool
         # The renewal granted period 1 exactly once, and nothing else was granted.
         grants = Counter(
             (e.cause.operation, e.cause.period, e.pool) for e in facts.entries if e.amount > 0
         )
         expected = [(Operation.SUBSCRIBE, 0), (Operation.RENEWAL, 1)]
-        assert grants == Counter((op, period, pool) for op, period in expected for pool in Channel)
-        assert facts.open_holds == 0  # every request settled or found its hold expired
+        assert grants == Counter(
+            (op, period, pool) for op, period in expected for pool in Channel
+        ), grants
+        # Every request settled or found its hold expired.
+        assert facts.open_holds == 0, facts.open_holds
         # The mix did what it is for: shared data contended, credits ran out (R15).
         outcomes = Counter[str]()
         for report in got:
             outcomes.update(report.outcomes)
-        assert outcomes[Outcome.ALREADY_OWNED.value] > 0
-        assert outcomes[Outcome.INSUFFICIENT_CREDITS.value] > 0
-        assert outcomes[Outcome.NOT_VERIFIED.value] > 0
+        for needed in (Outcome.ALREADY_OWNED, Outcome.INSUFFICIENT_CREDITS, Outcome.NOT_VERIFIED):
+            assert outcomes[needed.value] > 0, outcomes
 
     def test_killed_in_the_middle_of_a_batch_then_retried(self, db_url: str) -> None:
         with SqlRepository.connect(db_url, migrate=True) as repository:
@@ -338,71 +355,60 @@ class SqlRaceChecks:
                 repository=repository, verifier=HashVerifier(), clock=ManualClock(START)
             )
             setup.subscribe("crash", CRASH_PLAN)
-        rng = random.Random(int.from_bytes(os.urandom(4), "big"))
-        key = "bulk-import-1"
+            setup.subscribe("calibration", CRASH_PLAN)
+        request_s = self._run_child(db_url, "calibration", CRASH_KILLS, START, kill_after_s=None)
+        seed = int.from_bytes(os.urandom(4), "big")
+        rng = random.Random(seed)
         at = START
-        calibration_s = self._batch_duration_s(db_url)
-        for kill in range(CRASH_KILLS):
-            # Each attempt starts after the previous attempt's hold expired (R16).
-            at += timedelta(seconds=CRASH_POLICY.hold_ttl_s + 1)
-            started = SPAWN.Event()
-            child = SPAWN.Process(
-                target=crash_child, args=(db_url, _micros(at), key, started), name=f"crash-{kill}"
-            )
-            child.start()
-            assert started.wait(timeout=PROCESS_TIMEOUT_S), "the crash child never started"
-            time.sleep(rng.uniform(0, 1.2 * calibration_s))
-            if child.is_alive():
-                os.kill(child.pid or 0, signal.SIGKILL)
-            _join(child)
+        for batch in range(CRASH_KILLS):
+            kill_after_s = rng.uniform(0, request_s)
+            self._run_child(db_url, "crash", batch, at, kill_after_s=kill_after_s)
             with SqlRepository.connect(db_url) as repository:
                 check_account(repository, "crash")
 
-        at += timedelta(seconds=CRASH_POLICY.hold_ttl_s + 1)
-        with SqlRepository.connect(db_url) as repository:
-            service = CreditService(
-                repository=repository,
-                verifier=HashVerifier(),
-                clock=ManualClock(at),
-                policy=CRASH_POLICY,
-            )
-            result = service.unlock("crash", crash_batch(), idempotency_key=key)
-            facts = check_account(repository, "crash")
-            # R17: whoever finished the request, its answer is exactly what was charged.
-            answered = {str(i.contact) for i in result.items if i.outcome is Outcome.CHARGED}
-            assert answered == facts.charged
-            assert len(answered) == sum(
-                HashVerifier.verdict_of(c) is Verdict.VALID for c in crash_batch()
-            )
-            again = service.unlock("crash", crash_batch(), idempotency_key=key)
-            assert again.replayed and again.items == result.items
-            assert check_account(repository, "crash") == facts
-            assert facts.open_holds == 0
+            # The retry comes after the killed attempt's hold expired (R16).
+            at += timedelta(seconds=CRASH_POLICY.hold_ttl_s + 1)
+            contacts = crash_batch(batch)
+            with SqlRepository.connect(db_url) as repository:
+                service = CreditService(
+                    repository=repository,
+                    verifier=HashVerifier(),
+                    clock=ManualClock(at),
+                    policy=CRASH_POLICY,
+                )
+                result = service.unlock("crash", contacts, idempotency_key=f"bulk-import-{batch}")
+                facts = check_account(repository, "crash")
+                # R17: whoever finished the request, its answer is exactly what was charged.
+                answered = {str(i.contact) for i in result.items if i.outcome is Outcome.CHARGED}
+                of_batch = facts.charged & {str(c) for c in contacts}
+                context = f"seed {seed}, batch {batch}, killed after {kill_after_s:.3f}s"
+                assert answered == of_batch, context
+                valid = sum(HashVerifier.verdict_of(c) is Verdict.VALID for c in contacts)
+                assert len(answered) == valid, context
+                again = service.unlock("crash", contacts, idempotency_key=f"bulk-import-{batch}")
+                assert again.replayed and again.items == result.items, context
+                assert check_account(repository, "crash") == facts, context
+                assert facts.open_holds == 0, context
 
     @staticmethod
-    def _batch_duration_s(db_url: str) -> float:
-        """How long the crash child's batch takes here, so kills land all along it."""
-        with SqlRepository.connect(db_url) as repository:
-            CreditService(
-                repository=repository, verifier=HashVerifier(), clock=ManualClock(START)
-            ).subscribe("calibration", CRASH_PLAN)
-        started = SPAWN.Event()
+    def _run_child(
+        db_url: str, account: str, batch: int, at: datetime, *, kill_after_s: float | None
+    ) -> float:
+        """Run `crash_child`; SIGKILL it `kill_after_s` into its request (None: let it
+        finish). Returns how long its request took, when it finished."""
+        started, took_s = SPAWN.Event(), SPAWN.Value("d", -1.0)
         child = SPAWN.Process(
-            target=_calibration_child, args=(db_url, started), name="crash-calibration"
+            target=crash_child,
+            args=(db_url, account, batch, _micros(at), started, took_s),
+            name=f"crash-{account}-{batch}",
         )
         child.start()
-        assert started.wait(timeout=PROCESS_TIMEOUT_S)
-        begun = time.monotonic()
+        assert started.wait(timeout=PROCESS_TIMEOUT_S), f"{child.name} never started"
+        if kill_after_s is not None:
+            time.sleep(kill_after_s)
+            if child.is_alive():
+                os.kill(child.pid or 0, signal.SIGKILL)
         _join(child)
-        assert child.exitcode == 0
-        return time.monotonic() - begun
-
-
-def _calibration_child(url: str, started: Any) -> None:
-    repository = SqlRepository.connect(url)
-    service = CreditService(
-        repository=repository, verifier=HashVerifier(), clock=ManualClock(START)
-    )
-    started.set()
-    service.unlock("calibration", crash_batch(), idempotency_key="calibration")
-    repository.close()
+        if kill_after_s is None:
+            assert child.exitcode == 0 and took_s.value > 0
+        return float(took_s.value)
