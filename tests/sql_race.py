@@ -7,6 +7,8 @@
   renewal when one worker moves the shared clock a month on. Afterwards, exactly: no
   datum charged twice (R12), no pool below zero (R15), conservation recomputed from the
   ledger (R20), and ledger, balances, ownership and what the workers were told agree.
+- Renewal: two processes renew the same due accounts at once, in small batches; every
+  account is renewed, and no period is granted twice (R3, R5).
 - Crash: three times, a process charging a batch of 2,000 contacts under an idempotency
   key is killed with SIGKILL at a random point of the request (uniform over how long the
   request takes here); the database is reopened and the invariants hold; retrying the
@@ -197,6 +199,18 @@ def race_worker(url: str, worker: int, cell: Any, start_line: Any, reports: Any)
         )
 
 
+RENEWAL_ACCOUNTS = 40
+
+
+def renew_child(url: str, at_micros: int, batch_size: int, start_line: Any, renewed: Any) -> None:
+    repository = SqlRepository.connect(url)
+    clock = ManualClock(EPOCH + timedelta(microseconds=at_micros))
+    service = CreditService(repository=repository, verifier=HashVerifier(), clock=clock)
+    start_line.wait(timeout=PROCESS_TIMEOUT_S)
+    renewed.value = service.renew_due(batch_size=batch_size)
+    repository.close()
+
+
 def crash_batch(batch: int) -> list[Contact]:
     return [Contact.email(f"lead{i}@bulk{batch}.example.com") for i in range(CRASH_BATCH)]
 
@@ -348,6 +362,52 @@ class SqlRaceChecks:
             outcomes.update(report.outcomes)
         for needed in (Outcome.ALREADY_OWNED, Outcome.INSUFFICIENT_CREDITS, Outcome.NOT_VERIFIED):
             assert outcomes[needed.value] > 0, outcomes
+
+    def test_two_processes_renewing_at_once_grant_each_period_once(self, db_url: str) -> None:
+        plan = Plan(name="renewing", monthly=Credits(email=100, mobile=10))
+        with SqlRepository.connect(db_url, migrate=True) as repository:
+            clock = ManualClock(START)
+            setup = CreditService(repository=repository, verifier=HashVerifier(), clock=clock)
+            for n in range(RENEWAL_ACCOUNTS):
+                setup.subscribe(f"acct{n:02d}", plan)
+                clock.advance(timedelta(hours=1))  # different anchors, different boundaries
+        # Two and a half months on: every account is due for two boundaries.
+        at = START + timedelta(days=75)
+        start_line = SPAWN.Barrier(2)
+        counts = [SPAWN.Value("q", -1) for _ in range(2)]
+        children = [
+            SPAWN.Process(
+                target=renew_child,
+                args=(db_url, _micros(at), batch_size, start_line, counts[n]),
+                name=f"renew-{n}",
+            )
+            for n, batch_size in enumerate((3, 7))
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            _join(child)
+        assert [c.exitcode for c in children] == [0, 0]
+        # Each process saw every account due, or found it renewed by the other meanwhile.
+        assert all(0 <= count.value <= RENEWAL_ACCOUNTS for count in counts)
+        with SqlRepository.connect(db_url) as repository:
+            assert repository.due_accounts(at, 1_000) == []
+            for n in range(RENEWAL_ACCOUNTS):
+                facts = check_account(repository, f"acct{n:02d}")
+                grants = Counter(
+                    (e.cause.operation, e.cause.period, e.pool)
+                    for e in facts.entries
+                    if e.kind is EntryKind.GRANT
+                )
+                expected = [
+                    (Operation.SUBSCRIBE, 0),
+                    (Operation.RENEWAL, 1),
+                    (Operation.RENEWAL, 2),
+                ]
+                assert grants == Counter(
+                    (op, period, pool) for op, period in expected for pool in Channel
+                ), f"acct{n:02d}: {grants}"
+                assert facts.balances == {Channel.EMAIL: 300, Channel.MOBILE: 30}
 
     def test_killed_in_the_middle_of_a_batch_then_retried(self, db_url: str) -> None:
         with SqlRepository.connect(db_url, migrate=True) as repository:
