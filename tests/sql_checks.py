@@ -532,6 +532,30 @@ class SqlAdapterChecks:
                 raise RuntimeError("the caller failed mid-way")
             assert service.balance("acme").email == 12_000
 
+    def test_no_lock_is_held_while_the_verifier_runs(self, db_url: str) -> None:
+        # R16: between reserve and settle, nothing of the request's is open: another
+        # writer locks the account at once, from inside the verifier.
+        with (
+            SqlRepository.connect(db_url, migrate=True) as repository,
+            SqlRepository.connect(db_url, lock_wait_s=0.1) as other,
+        ):
+            locked_meanwhile: list[bool] = []
+
+            def lock_the_account(batch: object) -> None:
+                with other.unit_of_work() as uow:
+                    locked_meanwhile.append(uow.load_wallet("acme") is not None)
+                    uow.commit()
+
+            service = CreditService(
+                repository=repository,
+                verifier=ScriptedVerifier(before_answer=lock_the_account),
+                clock=ManualClock(START),
+            )
+            service.subscribe("acme", "boost")
+            result = service.unlock("acme", emails(3), idempotency_key="k")
+        assert result.charged(Channel.EMAIL) == 3
+        assert locked_meanwhile == [True]
+
     def test_a_unit_of_work_is_unusable_after_commit(
         self, repository: SqlRepository, acme: CreditService
     ) -> None:
