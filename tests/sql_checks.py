@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from hypothesis import settings
 from sqlalchemy import event
 
@@ -37,6 +39,7 @@ from adapters.sql import (
     schema_script,
     upgrade,
 )
+from adapters.sql import metadata as sql_metadata
 from credits_domain import (
     AlreadyRefunded,
     Cause,
@@ -273,6 +276,27 @@ class SqlAdapterChecks:
                 SqlRepository.connect(db_url)
             with SqlRepository.connect(db_url, migrate=True) as repository:
                 service_on(repository).subscribe("acme", "boost")
+
+    def test_the_adapter_uses_exactly_the_columns_the_migrations_create(self, db_url: str) -> None:
+        # The adapter's table objects and the migrations are written separately; a column,
+        # type or nullability that differs would fail only at run time, on one dialect.
+        upgrade(db_url)
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection, opts={"compare_type": True})
+                differences = compare_metadata(context, sql_metadata)
+        finally:
+            engine.dispose()
+        ours = set(sql_metadata.tables)
+        column_level = [
+            d
+            for d in differences
+            if not isinstance(d, tuple)  # a list of modify_* tuples for one column
+            or d[0] in ("add_table", "add_column", "remove_column")
+            or (d[0] == "remove_table" and d[1].name in ours)
+        ]
+        assert column_level == []
 
     def test_a_database_newer_than_the_package_is_refused(self, db_url: str) -> None:
         upgrade(db_url)

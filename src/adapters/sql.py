@@ -89,6 +89,7 @@ __all__ = [
     "SqlUnitOfWork",
     "UnknownSchemaRevision",
     "UnsupportedDatabase",
+    "UtcInstant",
     "create_engine",
     "schema_head",
     "schema_revision",
