@@ -54,7 +54,8 @@ def repository(db_url: str) -> Iterator[SqlRepository]:
 
 
 def test_the_store_keeps_only_hashes_and_revokes(repository: SqlRepository) -> None:
-    store = SqlApiKeyStore(repository.engine)
+    now_s = [0.0]  # the cache's monotonic clock, moved by the test
+    store = SqlApiKeyStore(repository.engine, monotonic=lambda: now_s[0])
     issued = store.create("acme")
     with repository.engine.connect() as conn:
         rows = conn.execute(sa.select(api_keys)).mappings().all()
@@ -64,11 +65,26 @@ def test_the_store_keeps_only_hashes_and_revokes(repository: SqlRepository) -> N
     assert row["key_hash"] == hashlib.sha256(issued.token.encode()).hexdigest()
     assert (row["key_id"], row["account"], row["revoked_at"]) == (issued.key_id, "acme", None)
     assert store.authenticate(issued.token) == "acme"
-    # A second store on the same database (another process, say) sees the revocation.
-    other = SqlApiKeyStore(repository.engine)
+    # Another process (no cache here) revokes: it sees the revocation at once...
+    other = SqlApiKeyStore(repository.engine, cache_ttl_s=0)
     assert other.revoke(issued.key_id) is True
+    assert other.authenticate(issued.token) is None
+    # ...while this one remembers the key for at most its cache's time to live.
+    assert store.authenticate(issued.token) == "acme"
+    now_s[0] += 4.9
+    assert store.authenticate(issued.token) == "acme"
+    now_s[0] += 0.2
     assert store.authenticate(issued.token) is None
     assert store.revoke(issued.key_id) is False
+    # A revocation through the store itself acts at once, cache or not.
+    second = store.create("acme")
+    assert store.authenticate(second.token) == "acme"
+    assert store.revoke(second.key_id) is True
+    assert store.authenticate(second.token) is None
+    # Failures are never cached: a wrong key never becomes right, a right one works.
+    third = store.create("acme")
+    assert store.authenticate(third.token[:-1] + "?") is None
+    assert store.authenticate(third.token) == "acme"
 
 
 def test_a_database_without_the_table_is_refused(tmp_path: Path) -> None:
@@ -149,7 +165,7 @@ def test_keys_create_prints_the_key_last_and_revoke_revokes(tmp_path: Path) -> N
     assert code == 0, err
     token = out.split()[-1]
     with SqlRepository.connect(url) as repo:
-        store = SqlApiKeyStore(repo.engine)
+        store = SqlApiKeyStore(repo.engine, cache_ttl_s=0)  # sees the CLI revoke at once
         assert store.authenticate(token) == "acme"
         key_id = token.split("_")[1]
         assert key_id in out

@@ -190,16 +190,17 @@ class _Api:
 
     def endpoint(self, handler: Handler, *, reads_body: bool) -> Callable[..., Any]:
         async def run(request: Request) -> Response:
-            instance = request.url.path
+            instance: str = request.scope["path"]
             try:
                 token = _bearer_token(request)
                 body = await self._read_body(request) if reads_body else b""
                 account = request.path_params["account"]
                 query: dict[str, list[str]] = {}
-                for name, value in request.query_params.multi_items():
-                    query.setdefault(name, []).append(value)
+                if request.scope["query_string"]:
+                    for name, value in request.query_params.multi_items():
+                        query.setdefault(name, []).append(value)
 
-                def work() -> _Answer:
+                def work() -> Response:
                     owner = self._authorize(token, account)
                     schemas.check_query_names(query, _QUERY_PARAMETERS.get(handler.__name__, ()))
                     call = _Call(
@@ -210,9 +211,13 @@ class _Api:
                         body=body,
                         content_type=request.headers.get("content-type"),
                     )
-                    return handler(call)
+                    answer = handler(call)
+                    # Rendered here, in the worker thread, not on the event loop.
+                    return JSONResponse(
+                        answer.body, status_code=answer.status, headers=dict(answer.headers)
+                    )
 
-                answer = await run_in_threadpool(work)
+                return await run_in_threadpool(work)
             except ProblemError as exc:
                 return problem_response(
                     exc.kind, exc.detail, instance=instance, headers=exc.headers
@@ -224,9 +229,6 @@ class _Api:
                 return problem_response(
                     INTERNAL_ERROR, "the server failed; the error is logged", instance=instance
                 )
-            return JSONResponse(
-                answer.body, status_code=answer.status, headers=dict(answer.headers)
-            )
 
         return run
 
@@ -341,8 +343,10 @@ def create_app(
 
         return Route(base + path, dispatch, methods=list(methods))
 
+    document = JSONResponse(api.document).body  # rendered once: it never changes
+
     async def openapi(request: Request) -> Response:
-        return JSONResponse(api.document)
+        return Response(document, media_type="application/json")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)  # registered for HTTPException only
