@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
@@ -129,6 +129,12 @@ def test_r12_r15_r20_no_double_charge_no_overdraft_conservation(
         assert entry.balance_after >= 0
 
 
+@example(  # verified early, then beyond the balance: INSUFFICIENT, not NOT_VERIFIED
+    allowance=2,
+    mobile_price=2,
+    request=[UNIVERSE[4], UNIVERSE[8], UNIVERSE[0]],
+    failing={UNIVERSE[0], UNIVERSE[4]},
+)
 @given(
     allowance=st.integers(0, 8),
     mobile_price=st.integers(1, 5),

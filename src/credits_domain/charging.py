@@ -101,7 +101,9 @@ def settle(
     """Decide candidates in request order against the credits held for the request (R15).
 
     Walks the request in order with what is left of the hold in each pool. A candidate
-    with a billable verdict is charged; any other verdict is free (R10). A candidate not
+    whose price fits what is left is charged if its verdict is billable and free with
+    NOT_VERIFIED otherwise (R10); one whose price does not fit is INSUFFICIENT_CREDITS
+    (R15), even if an earlier round happened to verify it. A candidate not
     verified yet is sent for verification if its price fits what is left, counting the
     candidates before it that are still being verified as if they will be charged. A
     candidate that does not fit is refused for lack of credits only once every candidate
@@ -119,15 +121,17 @@ def settle(
             decided[contact] = Outcome.ALREADY_OWNED
             continue
         verdict = verdicts.get(contact)
-        if verdict is not None and not policy.billable(verdict):
-            decided[contact] = Outcome.NOT_VERIFIED
-        elif cost <= left[pool]:
-            left[pool] -= cost
+        if cost <= left[pool]:
             if verdict is None:
+                left[pool] -= cost
                 to_verify.append(contact)
                 waiting[pool] = True
-            else:
+            elif policy.billable(verdict):
+                left[pool] -= cost
                 decided[contact] = Outcome.CHARGED
+            else:
+                decided[contact] = Outcome.NOT_VERIFIED
         elif not waiting[pool]:
+            # Beyond the balance, whatever its verdict, if it was verified early (R15).
             decided[contact] = Outcome.INSUFFICIENT_CREDITS
     return Settlement(decided=decided, to_verify=tuple(to_verify))

@@ -153,13 +153,17 @@ class CreditService:
     def _now(self) -> datetime:
         return require_utc(self._clock.now(), "Clock.now()")
 
-    def _transact(self, work: Callable[[UnitOfWork, datetime], T]) -> T:
-        """Run `work` in one unit of work; retry it if it lost a race (bounded)."""
+    def _transact(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run `work` in one unit of work; retry it if it lost a race (bounded).
+
+        `work` reads the clock only after it has loaded (and so locked) the wallet, so
+        that an account's ledger entries are in time order as well as in seq order.
+        """
         attempts = self._policy.max_conflict_retries + 1
         for attempt in range(attempts):
             try:
                 with self._repository.unit_of_work() as uow:
-                    result = work(uow, self._now())
+                    result = work(uow)
                     uow.commit()
                     return result
             except ConcurrencyConflict:
@@ -167,21 +171,22 @@ class CreditService:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _load(uow: UnitOfWork, account: str, now: datetime) -> Wallet:
-        """The wallet, with every passed period boundary and expired hold applied."""
+    def _load(self, uow: UnitOfWork, account: str) -> tuple[Wallet, datetime]:
+        """The locked wallet, with every passed period boundary and expired hold applied,
+        and the instant it was loaded at."""
         wallet = uow.load_wallet(account)
         if wallet is None:
             raise UnknownAccount(account)
+        now = self._now()
         wallet.catch_up(now)
         wallet.release_expired_holds(now)
-        return wallet
+        return wallet, now
 
     def _change(self, account: str, change: Callable[[Wallet, datetime], T]) -> T:
         account = _check_account(account)
 
-        def work(uow: UnitOfWork, now: datetime) -> T:
-            wallet = self._load(uow, account, now)
+        def work(uow: UnitOfWork) -> T:
+            wallet, now = self._load(uow, account)
             result = change(wallet, now)
             wallet.check_invariants()
             uow.save_wallet(wallet)
@@ -197,8 +202,9 @@ class CreditService:
         account = _check_account(account)
         chosen = resolve_plan(plan, self._plans)
 
-        def work(uow: UnitOfWork, now: datetime) -> Subscription:
+        def work(uow: UnitOfWork) -> Subscription:
             wallet = uow.load_wallet(account)
+            now = self._now()
             if wallet is None:
                 wallet = Wallet.open(account, chosen, now)
                 uow.add_wallet(wallet)
@@ -274,10 +280,11 @@ class CreditService:
     def _read(self, account: str, read: Callable[[Wallet], T]) -> T:
         account = _check_account(account)
 
-        def work(uow: UnitOfWork, now: datetime) -> T:
+        def work(uow: UnitOfWork) -> T:
             wallet = uow.load_wallet(account)
             if wallet is None:
                 raise UnknownAccount(account)
+            now = self._now()
             seq, holds = wallet.next_seq, len(wallet.holds)
             wallet.catch_up(now)
             wallet.release_expired_holds(now)
@@ -365,8 +372,8 @@ class CreditService:
             raise NotAnEmail(f"{contact} is not an email; only emails bounce")
         window = timedelta(seconds=self._policy.refund_window_s)
 
-        def work(uow: UnitOfWork, now: datetime) -> LedgerEntry:
-            wallet = self._load(uow, account, now)
+        def work(uow: UnitOfWork) -> LedgerEntry:
+            wallet, now = self._load(uow, account)
             if wallet.status is Status.LAPSED:
                 raise NoActiveSubscription(account)
             record = uow.dedup.owned(account, [contact]).get(contact)
@@ -454,7 +461,7 @@ class CreditService:
         unique = list(dict.fromkeys(contacts))  # R12: first occurrence pays
 
         reserved = self._transact(
-            lambda uow, now: self._reserve(uow, now, account, unique, digest, idempotency_key)
+            lambda uow: self._reserve(uow, account, unique, digest, idempotency_key)
         )
         if isinstance(reserved, ChargeResult):
             return reserved
@@ -490,13 +497,12 @@ class CreditService:
     def _reserve(
         self,
         uow: UnitOfWork,
-        now: datetime,
         account: str,
         unique: list[Contact],
         digest: str,
         key: str | None,
     ) -> _Reservation | ChargeResult:
-        wallet = self._load(uow, account, now)
+        wallet, now = self._load(uow, account)
         if key is not None:
             record = uow.idempotency.get(account, key)
             if record is not None:
@@ -549,7 +555,6 @@ class CreditService:
     def _settle(
         self,
         uow: UnitOfWork,
-        now: datetime,
         *,
         account: str,
         operation: Operation,
@@ -562,7 +567,7 @@ class CreditService:
         key: str | None,
         digest: str,
     ) -> ChargeResult | _NewlyOwned:
-        wallet = self._load(uow, account, now)
+        wallet, now = self._load(uow, account)
         if key is not None:
             record = uow.idempotency.get(account, key)
             if record is not None and record.result is not None:
