@@ -273,7 +273,7 @@ def make_state_machine(
     # on another. This attribute is how Hypothesis itself tells such tests apart.
     factory_name = getattr(repository_factory, "__qualname__", repr(repository_factory))
     factory_module = getattr(repository_factory, "__module__", "")
-    BoundCreditsStateMachine._hypothesis_internal_add_digest = (  # type: ignore[attr-defined]
+    BoundCreditsStateMachine._hypothesis_internal_add_digest = (
         f"{factory_module}.{factory_name}".encode()
     )
     return BoundCreditsStateMachine
