@@ -47,7 +47,7 @@ from pathlib import Path
 
 import httpx
 
-from adapters.http.keys import SqlApiKeyStore
+from adapters.http.sql_keys import SqlApiKeyStore
 from adapters.memory import ScriptedVerifier, SystemClock
 from adapters.sql import SqlRepository
 from credits_domain import Contact, CreditService

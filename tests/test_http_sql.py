@@ -25,7 +25,7 @@ import typer
 from typer.testing import CliRunner
 
 from adapters.http.cli_commands import register
-from adapters.http.keys import ApiKeysTableMissing, SqlApiKeyStore, api_keys
+from adapters.http.sql_keys import ApiKeysTableMissing, SqlApiKeyStore, api_keys
 from adapters.sql import SqlRepository
 from http_api_support import PROBLEM, api_world, client
 

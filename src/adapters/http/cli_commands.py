@@ -28,7 +28,8 @@ import typer
 import uvicorn
 
 from adapters.http.api import DEFAULT_MAX_BATCH, create_app
-from adapters.http.keys import SqlApiKeyStore, UnknownApiKey
+from adapters.http.keys import UnknownApiKey
+from adapters.http.sql_keys import SqlApiKeyStore
 from adapters.http.verifier import Dialect, HttpVerifier
 from adapters.memory import ScriptedVerifier, SystemClock
 from adapters.sql import DEFAULT_URL, SqlRepository

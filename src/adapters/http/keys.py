@@ -6,8 +6,9 @@ the SHA-256 of the whole key, never the key: a stolen table does not authenticat
 key is shown once, when it is created. Hashes are compared with `hmac.compare_digest`,
 and an unknown key_id is compared against a dummy hash, so that timing tells nothing.
 
-`ApiKeyStore` is the port; `InMemoryApiKeyStore` is for tests and demos,
-`SqlApiKeyStore` keeps the table `credits_api_keys` (created by Alembic revision 0003).
+`ApiKeyStore` is the port; `InMemoryApiKeyStore` is for tests and demos;
+`adapters.http.sql_keys.SqlApiKeyStore` keeps the keys in the SQL database (a module of
+its own, so that this one, and the API, need no SQLAlchemy).
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ import hmac
 import re
 import secrets
 import threading
-import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Final, Protocol, runtime_checkable
 
 import attrs
-import sqlalchemy as sa
 
 from adapters.memory import SystemClock
-from adapters.sql import UtcInstant
 from credits_domain import Clock, InvalidRequest
 from credits_domain.service import MAX_ACCOUNT_ID_LENGTH
 
@@ -157,123 +154,3 @@ class InMemoryApiKeyStore:
                 return False
             self._records[key_id] = attrs.evolve(record, revoked_at=self._clock.now())
             return True
-
-
-metadata = sa.MetaData()
-
-TABLE_NAME: Final = "credits_api_keys"  # the credits_ prefix of the schema's other tables
-
-# The table's definition; the Alembic revision 0003 creates it (keep the two equal).
-api_keys = sa.Table(
-    TABLE_NAME,
-    metadata,
-    sa.Column("key_id", sa.String(16), primary_key=True),
-    sa.Column("account", sa.String(MAX_ACCOUNT_ID_LENGTH), nullable=False, index=True),
-    sa.Column("key_hash", sa.String(64), nullable=False),
-    sa.Column("created_at", UtcInstant(), nullable=False),
-    sa.Column("revoked_at", UtcInstant(), nullable=True),
-)
-
-
-class ApiKeysTableMissing(RuntimeError):
-    """The database has no API keys table: its migrations have not been applied."""
-
-
-class SqlApiKeyStore:
-    """The port on SQLAlchemy Core: the table `credits_api_keys`, one row per key.
-
-    A key that authenticated is remembered for `cache_ttl_s` (default 5 s), so that a
-    busy client does not cost a database round trip per request (the HTTP layer's budget
-    is about a millisecond, and a lookup costs 0.3 to 0.8 ms). The price: a key revoked
-    by *another* process (`credits keys revoke`) keeps working on this one for at most
-    `cache_ttl_s`; a revocation through this store acts at once. `cache_ttl_s=0` turns
-    the cache off. Failed lookups are never cached. The cache holds at most
-    `MAX_CACHED_KEYS` entries (it is emptied when full).
-    """
-
-    MAX_CACHED_KEYS: Final = 10_000
-
-    def __init__(
-        self,
-        engine: sa.Engine,
-        *,
-        clock: Clock | None = None,
-        cache_ttl_s: float = 5.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not cache_ttl_s >= 0:
-            raise InvalidRequest(f"cache_ttl_s must be >= 0, got {cache_ttl_s!r}")
-        self._engine = engine
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._cache_ttl_s = cache_ttl_s
-        self._monotonic = monotonic
-        self._cache_lock = threading.Lock()
-        # sha256 of the key -> (key_id, account, valid until on the monotonic clock)
-        self._cache: dict[str, tuple[str, str, float]] = {}
-        if not sa.inspect(engine).has_table(TABLE_NAME):
-            raise ApiKeysTableMissing(
-                f"the database {engine.url.render_as_string(hide_password=True)} has no "
-                f"{TABLE_NAME} table; apply the migrations first (credits db upgrade)"
-            )
-
-    def create(self, account: str) -> IssuedKey:
-        issued, record = new_key(account, self._clock.now())
-        with self._engine.begin() as conn:
-            conn.execute(
-                api_keys.insert().values(
-                    key_id=record.key_id,
-                    account=record.account,
-                    key_hash=record.key_hash,
-                    created_at=record.created_at,
-                    revoked_at=None,
-                )
-            )
-        return issued
-
-    def _record(self, conn: sa.Connection, key_id: str) -> ApiKeyRecord | None:
-        row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).one_or_none()
-        if row is None:
-            return None
-        return ApiKeyRecord(
-            key_id=row.key_id,
-            account=row.account,
-            key_hash=row.key_hash,
-            created_at=row.created_at,
-            revoked_at=row.revoked_at,
-        )
-
-    def authenticate(self, token: str) -> str | None:
-        key_id = key_id_of(token)
-        if key_id is None:
-            return None
-        # The cache is keyed by the key's SHA-256: a dict lookup may take more or less
-        # time with the digest, which tells nothing about the key itself.
-        digest = hash_key(token)
-        now = self._monotonic()
-        with self._cache_lock:
-            cached = self._cache.get(digest)
-        if cached is not None and cached[2] > now:
-            return cached[1]
-        with self._engine.connect() as conn:
-            record = self._record(conn, key_id)
-        account = verify(token, record)
-        if account is not None and self._cache_ttl_s > 0:
-            with self._cache_lock:
-                if len(self._cache) >= self.MAX_CACHED_KEYS:
-                    self._cache.clear()
-                self._cache[digest] = (key_id, account, now + self._cache_ttl_s)
-        return account
-
-    def revoke(self, key_id: str) -> bool:
-        with self._cache_lock:
-            for digest in [d for d, (kid, _, _) in self._cache.items() if kid == key_id]:
-                del self._cache[digest]
-        with self._engine.begin() as conn:
-            if self._record(conn, key_id) is None:
-                raise UnknownApiKey(key_id)
-            done = conn.execute(
-                api_keys.update()
-                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=self._clock.now())
-            )
-            return done.rowcount == 1
