@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from adapters.http.cli_commands import register
 from adapters.http.sql_keys import ApiKeysTableMissing, SqlApiKeyStore, api_keys
 from adapters.sql import SqlRepository, upgrade
 from http_api_support import PROBLEM, api_world, client
+from verification_server import VerificationServer, status
 
 SERVE_STARTUP_TIMEOUT_S = 20.0
 
@@ -228,18 +229,14 @@ def _free_port() -> int:
         return port
 
 
-@pytest.mark.slow
-def test_serve_runs_the_api_in_a_process(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'served.db'}"
-    code, out, err = invoke("keys", "create", "acme", "--db", url)
-    assert code == 0, err
-    token = out.split()[-1]
+@contextmanager
+def credits_serve(url: str, *options: str) -> Iterator[str]:
+    """`credits serve` in a child process (the module's entry point, as the console
+    script calls it); yields its base URL once it answers."""
     port = _free_port()
-    command = [sys.executable, "-m", "adapters.http.cli_commands", "serve", "--demo-verifier"]
+    command = [sys.executable, "-m", "adapters.http.cli_commands", "serve", *options]
     command += ["--db", url, "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
-    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + SERVE_STARTUP_TIMEOUT_S
@@ -252,12 +249,50 @@ def test_serve_runs_the_api_in_a_process(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "credits serve did not start"
             time.sleep(0.1)
-        with client(base, token) as acme:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=SERVE_STARTUP_TIMEOUT_S)
+
+
+@pytest.mark.slow
+def test_serve_with_the_demo_verifier(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    code, out, err = invoke("keys", "create", "acme", "--db", url)
+    assert code == 0, err
+    with credits_serve(url, "--demo-verifier") as base:
+        with client(base, out.split()[-1]) as acme:
             assert acme.post("/v1/accounts/acme/subscription", json={"plan": "boost"}).is_success
             unlocked = acme.post("/v1/accounts/acme/unlock", json={"contacts": [email("a@x.io")]})
             assert unlocked.json()["charged"] == {"email": 1, "mobile": 0}
         with client(base, None) as anonymous:
             assert anonymous.get("/v1/accounts/acme/balance").status_code == 401
-    finally:
-        process.terminate()
-        process.wait(timeout=SERVE_STARTUP_TIMEOUT_S)
+
+
+@pytest.mark.slow
+def test_serve_with_a_verification_service(tmp_path: Path) -> None:
+    """The whole hexagon: HTTP API -> CreditService -> SQLite, and HttpVerifier -> the
+    test verification server (R10, R11: only VALID is charged; a failing service charges
+    nothing)."""
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    code, out, err = invoke("keys", "create", "acme", "--db", url)
+    assert code == 0, err
+    with (
+        VerificationServer() as verification,
+        credits_serve(url, "--verifier-url", verification.url) as base,
+        client(base, out.split()[-1]) as acme,
+    ):
+        assert acme.post("/v1/accounts/acme/subscription", json={"plan": "boost"}).is_success
+        contacts = [email("ann@x.io"), email("invalid.bob@x.io"), email("catchall@x.io")]
+        unlocked = acme.post("/v1/accounts/acme/unlock", json={"contacts": contacts}).json()
+        assert [(i["outcome"], i["verdict"]) for i in unlocked["items"]] == [
+            ("charged", "valid"),
+            ("not_verified", "invalid"),
+            ("not_verified", "catch_all"),
+        ]
+        verification.default = status(500)  # the service fails: nothing is charged
+        failed = acme.post("/v1/accounts/acme/unlock", json={"contacts": [email("cy@x.io")]})
+        assert failed.json()["items"][0]["verdict"] == "unknown"
+        assert failed.json()["charged"] == {"email": 0, "mobile": 0}
+        balance = acme.get("/v1/accounts/acme/balance").json()
+        assert (balance["email"], balance["email_available"]) == (11_999, 11_999)  # R16
