@@ -324,8 +324,11 @@ class _Api:
 def create_app(
     service: CreditService, keys: ApiKeyStore, *, max_batch: int = DEFAULT_MAX_BATCH
 ) -> Starlette:
-    """The ASGI application of the API. `max_batch` bounds the contacts of one request
-    (413 above it); it must not exceed the service policy's own bound."""
+    """The ASGI application of the API.
+
+    `max_batch` bounds the contacts of one request (422 batch-too-large above it); it must
+    not exceed the service policy's own bound. The body is bounded by it too, in bytes
+    (`max_body_bytes`, 413 body-too-large above)."""
     api = _Api(service, keys, max_batch)
     base = "/v1/accounts/{account}"
 

@@ -7,7 +7,7 @@ so a bad request charges nothing and stores nothing:
   a typo must not pass silently);
 - a wrong type, a missing field or an out-of-range value raises `InvalidRequest` (422), a
   malformed contact `MalformedContact`-kind problem (422), more contacts than the batch
-  limit `BatchTooLarge` (413). Each message names the offending field (`contacts[3].value`).
+  limit `BatchTooLarge` (422). Each message names the offending field (`contacts[3].value`).
 - Query parameters: an unknown one is refused, and so is a documented one given twice.
 
 Mobile numbers are E.164 (`+` and digits; spaces, dashes, dots and parentheses are
