@@ -34,3 +34,4 @@ demo: install
 bench: install
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_verifier.py
+	$(PY) bench/bench_http.py
