@@ -17,6 +17,7 @@ from credits_domain import (
     Contact,
     Credits,
     EntryKind,
+    InvalidRequest,
     LedgerEntry,
     Operation,
     Outcome,
@@ -341,3 +342,14 @@ def test_worked_example_rollover() -> None:
         (Channel.EMAIL, 12_000, 16_500),
         (Channel.MOBILE, 800, 1_600),
     ]
+
+
+def test_r21_statement_resumes_after_a_cursor() -> None:
+    """R21: a paged reader resumes a statement after the last seq it read."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    w.service.unlock(ACCOUNT, [Contact.email(f"c{i}@corp.com") for i in range(5)])
+    whole = list(w.service.statement(ACCOUNT))
+    assert list(w.service.statement(ACCOUNT, after_seq=3)) == whole[4:]
+    with pytest.raises(InvalidRequest):
+        w.service.statement(ACCOUNT, after_seq=-2)

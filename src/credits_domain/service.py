@@ -327,20 +327,24 @@ class CreditService:
             {pool: entry.balance_after for pool, entry in found.items() if entry is not None}
         )
 
-    def statement(self, account: str, period: Period | None = None) -> Iterator[LedgerEntry]:
+    def statement(
+        self, account: str, period: Period | None = None, *, after_seq: int = -1
+    ) -> Iterator[LedgerEntry]:
         """R21: the ledger in order (one period's entries, or all), with running balances.
 
-        Entries are read page by page, so a long ledger is never loaded whole.
+        Entries are read page by page, so a long ledger is never loaded whole;
+        `after_seq` resumes after the entry of that seq (a cursor for paged readers).
         """
+        if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < -1:
+            raise InvalidRequest(f"after_seq must be a whole number >= -1, got {after_seq!r}")
         self._read(account, lambda wallet: None)
         since = period.start if period is not None else None
         until = period.end if period is not None else None
-        return self._stream(account, since, until)
+        return self._stream(account, since, until, after_seq)
 
     def _stream(
-        self, account: str, since: datetime | None, until: datetime | None
+        self, account: str, since: datetime | None, until: datetime | None, after_seq: int
     ) -> Iterator[LedgerEntry]:
-        after_seq = -1
         while True:
             page = self._repository.entries(
                 account, after_seq=after_seq, since=since, until=until, limit=STATEMENT_PAGE_SIZE
@@ -366,6 +370,7 @@ class CreditService:
 
     def report_bounce(self, account: str, contact: Contact) -> LedgerEntry:
         """R18: refund a charged email that hard-bounced, once, within the refund window."""
+        account = _check_account(account)
         if not isinstance(contact, Contact):
             raise InvalidRequest(f"contact must be a Contact, got {contact!r}")
         if contact.channel is not Channel.EMAIL:

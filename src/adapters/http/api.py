@@ -306,12 +306,9 @@ class _Api:
         query = schemas.StatementQuery.parse(call.query)
         period = None if query.period is None else self.service.period(call.account, query.period)
         page = []
-        # The core streams the statement from its first entry (it reads the ledger page by
-        # page); entries up to the cursor are skipped here. One more than the page is read
-        # to learn whether there is a next page.
-        for entry in self.service.statement(call.account, period):
-            if query.cursor is not None and entry.seq <= query.cursor:
-                continue
+        # One more than the page is read to learn whether there is a next page.
+        after_seq = -1 if query.cursor is None else query.cursor
+        for entry in self.service.statement(call.account, period, after_seq=after_seq):
             page.append(entry)
             if len(page) > query.limit:
                 break
