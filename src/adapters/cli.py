@@ -16,14 +16,13 @@ a traceback means a bug.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import sqlalchemy as sa
 import typer
@@ -33,12 +32,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adapters import demo as story
+from adapters.cli_support import DbOption, opened, reported, shown
 from adapters.memory import SystemClock
-from adapters.sql import DEFAULT_URL, SqlRepository, upgrade
+from adapters.sql import DEFAULT_URL, upgrade
 from credits_domain import (
     Channel,
     Contact,
-    CreditsError,
     CreditService,
     EntryKind,
     ItemResult,
@@ -60,20 +59,10 @@ app = typer.Typer(
     help="Prepaid credits for verified lead data: pay once, only for verified, new data.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_enable=False,  # errors are one line (see _reported); bugs crash plainly
+    pretty_exceptions_enable=False,  # errors are one line (cli_support.reported); bugs crash
 )
 db_app = typer.Typer(help="The database's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db",
-        metavar="URL",
-        help="Database URL: sqlite:///path.db (default: credits.db here) "
-        "or postgresql+psycopg://user@host/dbname.",
-    ),
-]
 
 
 class NoVerifier:
@@ -89,46 +78,8 @@ class NoVerifierError(RuntimeError):
     """NoVerifier was called: a command that must never charge tried to."""
 
 
-def open_repository(url: str, *, migrate: bool) -> SqlRepository:
-    """The repository at `url`; with `migrate`, the schema is first brought up to date."""
-    return SqlRepository.connect(url, migrate=migrate)
-
-
-@contextlib.contextmanager
-def _opened(url: str, *, migrate: bool) -> Iterator[SqlRepository]:
-    repository = open_repository(url, migrate=migrate)
-    try:
-        yield repository
-    finally:
-        repository.close()
-
-
 def _live_service(repository: Repository) -> CreditService:
     return CreditService(repository=repository, verifier=NoVerifier(), clock=SystemClock())
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    # typer.echo, not rich: rich would wrap a long message over several lines.
-    typer.echo(f"credits: error: {_one_line(message)}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _reported(url: str) -> Iterator[None]:
-    """Expected errors become one line on stderr and a non-zero exit status."""
-    try:
-        yield
-    except CreditsError as exc:  # SchemaOutOfDate among them: it says to run the upgrade
-        _fail(str(exc))
-    except sa.exc.SQLAlchemyError as exc:  # a database that cannot be reached or used
-        cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        _fail(f"cannot use the database {_shown(url)}: {type(cause).__name__}: {cause}")
-    except KeyboardInterrupt:
-        _fail("interrupted", code=130)
 
 
 def _n(value: int) -> str:
@@ -156,14 +107,6 @@ def _when(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M}"
 
 
-def _shown(url: str) -> str:
-    """The URL without its password."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return repr(url)
-
-
 def _console() -> Console:
     """Standard output; when it is not a terminal (a file, a pipe), wide enough that
     table rows stay on one line, unless COLUMNS says otherwise."""
@@ -180,14 +123,14 @@ def _where(url: str) -> str:
     except sa.exc.ArgumentError:
         return url
     if parsed.get_backend_name() != "sqlite":
-        return _shown(url)
+        return shown(url)
     if parsed.database in (None, "", ":memory:"):
         return "SQLite, in memory (gone when the command ends)"
     return f"SQLite file {Path(parsed.database).resolve()}"
 
 
 def _db_hint(url: str) -> str:
-    return "" if url == DEFAULT_URL else f" --db {_shown(url)}"
+    return "" if url == DEFAULT_URL else f" --db {shown(url)}"
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -203,7 +146,7 @@ def demo(db: DbOption = DEFAULT_URL) -> None:
     accounts get a suffix (acme-2, ...).
     """
     console = _console()
-    with _reported(db), _opened(db, migrate=True) as repository:
+    with reported(db), opened(db, migrate=True) as repository:
         cast = story.free_cast(repository)
         plot = story.story()
         console.rule("[bold]credits demo")
@@ -387,7 +330,7 @@ def _print_final(console: Console, run: story.DemoRun) -> None:
 def balance(account: str, db: DbOption = DEFAULT_URL) -> None:
     """An account's pools now (renewals due are applied first) and its subscription."""
     console = _console()
-    with _reported(db), _opened(db, migrate=False) as repository:
+    with reported(db), opened(db, migrate=False) as repository:
         service = _live_service(repository)
         pools = service.balance(account)
         sub = service.subscription(account)
@@ -423,7 +366,7 @@ def statement(
 ) -> None:
     """An account's ledger entries with running balances (R19, R21)."""
     console = _console()
-    with _reported(db), _opened(db, migrate=False) as repository:
+    with reported(db), opened(db, migrate=False) as repository:
         service = _live_service(repository)
         chosen = None if period is None else service.period(account, period)
         entries = service.statement(account, chosen)
@@ -491,7 +434,7 @@ def _detail(entry: LedgerEntry) -> str:
 @app.command("renew-due")
 def renew_due(db: DbOption = DEFAULT_URL) -> None:
     """Renew every account whose billing period has ended (safe to run twice, R4)."""
-    with _reported(db), _opened(db, migrate=False) as repository:
+    with reported(db), opened(db, migrate=False) as repository:
         renewed = _live_service(repository).renew_due()
     _console().print(f"Renewed {_n(renewed)} account{'' if renewed == 1 else 's'}.")
 
@@ -499,7 +442,7 @@ def renew_due(db: DbOption = DEFAULT_URL) -> None:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = DEFAULT_URL) -> None:
     """Bring the database's schema to the newest revision (creates it if empty)."""
-    with _reported(db):
+    with reported(db):
         upgrade(db)
     _console().print(f"{_where(db)}: the schema is up to date.")
 

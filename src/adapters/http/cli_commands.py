@@ -19,67 +19,29 @@ Expected errors are one line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Annotated, NoReturn
+from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 import uvicorn
 
+from adapters.cli_support import DbOption, fail, opened, reported
 from adapters.http.api import DEFAULT_MAX_BATCH, create_app
 from adapters.http.keys import UnknownApiKey
 from adapters.http.sql_keys import SqlApiKeyStore
 from adapters.http.verifier import Dialect, HttpVerifier
 from adapters.memory import ScriptedVerifier, SystemClock
-from adapters.sql import DEFAULT_URL, SqlRepository
-from credits_domain import CreditsError, CreditService, Verifier
+from adapters.sql import DEFAULT_URL
+from credits_domain import CreditService, Verifier
 
 DEFAULT_PORT = 8000
 
-DbOption = Annotated[
-    str,
-    typer.Option(
-        "--db",
-        metavar="URL",
-        help="Database URL: sqlite:///path.db (default: credits.db here) "
-        "or postgresql+psycopg://user@host/dbname.",
-    ),
-]
-
 keys_app = typer.Typer(help="API keys of the HTTP API (one account each).", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"credits: error: {' '.join(message.split())}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _reported() -> Iterator[None]:
-    """Expected errors become one line on stderr and exit status 1."""
-    try:
-        yield
-    except (CreditsError, UnknownApiKey) as exc:  # SchemaOutOfDate says to upgrade
-        _fail(str(exc))
-    except sa.exc.SQLAlchemyError as exc:  # a database that cannot be reached or used
-        cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        _fail(f"database error: {type(cause).__name__}: {cause}")
-
-
-@contextlib.contextmanager
-def _repository(url: str, *, migrate: bool) -> Iterator[SqlRepository]:
-    repository = SqlRepository.connect(url, migrate=migrate)
-    try:
-        yield repository
-    finally:
-        repository.close()
 
 
 @keys_app.command("create")
 def keys_create(account: str, db: DbOption = DEFAULT_URL) -> None:
     """Create an API key bound to ACCOUNT. The key is printed once: store it now."""
-    with _reported(), _repository(db, migrate=True) as repository:
+    with reported(db, UnknownApiKey), opened(db, migrate=True) as repository:
         issued = SqlApiKeyStore(repository.engine).create(account)
     typer.echo(
         f"API key {issued.key_id} created for account {issued.account}. "
@@ -91,20 +53,20 @@ def keys_create(account: str, db: DbOption = DEFAULT_URL) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, db: DbOption = DEFAULT_URL) -> None:
     """Revoke the API key KEY_ID: requests with it are refused (401) from now on."""
-    with _reported(), _repository(db, migrate=False) as repository:
+    with reported(db, UnknownApiKey), opened(db, migrate=False) as repository:
         revoked = SqlApiKeyStore(repository.engine).revoke(key_id)
     typer.echo(f"API key {key_id} {'revoked' if revoked else 'was revoked already'}.")
 
 
 def _verifier(url: str | None, dialect: Dialect, demo: bool) -> Verifier:
     if url is not None and demo:
-        _fail("give either --verifier-url or --demo-verifier, not both", code=2)
+        fail("give either --verifier-url or --demo-verifier, not both", code=2)
     if url is not None:
-        with _reported():
+        with reported(url):
             return HttpVerifier(url, dialect=dialect)
     if demo:
         return ScriptedVerifier()  # VALID for every datum
-    _fail(
+    fail(
         "credits serve needs a verifier: --verifier-url URL (the verification service) "
         "or --demo-verifier (everything verifies VALID; demos and benchmarks only)",
         code=2,
@@ -134,7 +96,7 @@ def serve(
     """Serve the HTTP API (OpenAPI document at /openapi.json) with uvicorn."""
     verifier = _verifier(verifier_url, verifier_dialect, demo_verifier)
     try:
-        with _reported(), _repository(db, migrate=False) as repository:
+        with reported(db, UnknownApiKey), opened(db, migrate=False) as repository:
             keys = SqlApiKeyStore(repository.engine)
             service = CreditService(repository=repository, verifier=verifier, clock=SystemClock())
             app = create_app(service, keys, max_batch=max_batch)
