@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -51,6 +52,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect, Engine, Row
 from sqlalchemy.pool import StaticPool
 
@@ -202,6 +204,7 @@ class UtcInstant(sa.TypeDecorator[datetime]):
         return require_utc(value, "a stored instant")
 
 
+_INSTANT = UtcInstant()
 _JSON = sa.JSON(none_as_null=True)  # a Python None is SQL NULL, not the JSON text 'null'
 
 metadata = sa.MetaData()
@@ -294,13 +297,36 @@ _INSERT_HOLDS = sa.insert(holds)
 _DELETE_HOLDS = sa.delete(holds).where(
     holds.c.account == _P("account"), holds.c.hold_id.in_(_P("hold_ids", expanding=True))
 )
-_INSERT_ENTRIES = sa.insert(ledger)
 _SELECT_OWNED = sa.select(ownership).where(
     ownership.c.account == _P("account"),
     ownership.c.channel == _P("channel"),
     ownership.c.value.in_(_P("values", expanding=True)),
 )
-_INSERT_OWNERSHIP = sa.insert(ownership)
+# PostgreSQL: the same lookup as one primary-key probe per value, whatever the planner's
+# statistics. With `value IN (...)`, PostgreSQL 15 keys the index scan on (account,
+# channel) only and filters the values, reading the account's whole ownership history
+# per lookup when statistics are missing (a fresh table before autovacuum's first
+# ANALYZE: a batch of 10,000 then took 17 s at 20,000 owned data), or picks a seq scan
+# when they are skewed. A LATERAL subquery with LIMIT is never flattened into a join, so
+# each value is a nested-loop probe of the full key: O(log n) per value, with or without
+# statistics (tests/test_sql_lookup_plans.py checks the plan). SQLite probes the key once
+# per IN value by itself.
+_WANTED = (
+    sa.func.unnest(sa.cast(_P("values"), postgresql.ARRAY(sa.String)))
+    .table_valued("value")
+    .render_derived(name="wanted")
+)
+_PROBE = (
+    sa.select(ownership)
+    .where(
+        ownership.c.account == _P("account"),
+        ownership.c.channel == _P("channel"),
+        ownership.c.value == _WANTED.c.value,
+    )
+    .limit(1)  # at most one row per key anyway; the LIMIT is what keeps the probe a probe
+    .lateral("found")
+)
+_SELECT_OWNED_POSTGRESQL = sa.select(_PROBE).select_from(_WANTED).join(_PROBE, sa.true())
 _OWNERSHIP_KEY = (
     ownership.c.account == _P("o_account"),
     ownership.c.channel == _P("o_channel"),
@@ -315,6 +341,61 @@ _UPDATE_RECORD = sa.update(idempotency).where(
     idempotency.c.account == _P("r_account"), idempotency.c.key == _P("r_key")
 )
 _INSERT_RECORD = sa.insert(idempotency)
+
+
+_MISSING = object()
+
+
+class _RowInsert:
+    """An INSERT of every column of one table, for many rows: Core's own statement,
+    compiled once per dialect, sent with one executemany at the driver level.
+
+    Why not `connection.execute(sa.insert(table), rows)`: that builds each row's
+    parameters anew and runs each column's bind processor per row, which was about a
+    third of the adapter's time in a batch of 10,000 charges (bench/bench_sql.py). Here
+    a row is built once, directly as the driver takes it; the instants go through
+    `UtcInstant.process_bind_param`, exactly as SQLAlchemy would send them. Only ledger
+    entries and ownership records, the rows a batch multiplies, are written this way.
+    """
+
+    def __init__(self, table: sa.Table, instants: frozenset[str]) -> None:
+        self._table = table
+        self._instants = instants
+        # (dialect, paramstyle) -> (SQL text, parameter order if positional)
+        self._compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+    def _statement(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        style = (dialect.name, dialect.paramstyle)
+        found = self._compiled.get(style)
+        if found is None:
+            keys = [column.key for column in self._table.c]
+            compiled = sa.insert(self._table).compile(dialect=dialect, column_keys=keys)
+            positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+            found = self._compiled[style] = (compiled.string, positions)
+        return found
+
+    def execute(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert `rows` (column key -> domain value; converted in place: pass fresh dicts)."""
+        dialect = connection.dialect
+        sql, positions = self._statement(dialect)
+        # A batch's rows share a few instants (its `now`, None): convert each once.
+        converted: dict[datetime | None, Any] = {}
+        for row in rows:
+            for key in self._instants:
+                instant = row[key]
+                value = converted.get(instant, _MISSING)
+                if value is _MISSING:
+                    value = converted[instant] = _INSTANT.process_bind_param(instant, dialect)
+                row[key] = value
+        params: list[Any] = rows
+        if positions is not None:
+            as_tuple = operator.itemgetter(*positions)  # a table has several columns
+            params = [as_tuple(row) for row in rows]
+        connection.exec_driver_sql(sql, params)
+
+
+_INSERT_ENTRIES = _RowInsert(ledger, frozenset({"at"}))
+_INSERT_OWNERSHIP = _RowInsert(ownership, frozenset({"charged_at", "refunded_at"}))
 
 
 # -- plans and results as JSON (plans are data: the Plan itself is stored) -------------
@@ -453,17 +534,22 @@ def _wallet_from_rows(row: Row[Any], hold_rows: Sequence[Row[Any]]) -> Wallet:
     )
 
 
+# The builders of rows that a batch multiplies read an enum member's value as `_value_`
+# (the documented sunder attribute): `.value` is a Python-level descriptor, several times
+# slower, and ran 50,000 times in a batch of 10,000 charges.
+
+
 def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
     cause = entry.cause
     return {
         "account": entry.account,
         "seq": entry.seq,
-        "kind": entry.kind.value,
-        "pool": entry.pool.value,
+        "kind": entry.kind._value_,
+        "pool": entry.pool._value_,
         "amount": entry.amount,
         "at": entry.at,
         "balance_after": entry.balance_after,
-        "operation": cause.operation.value,
+        "operation": cause.operation._value_,
         "datum": cause.datum,
         "plan": cause.plan,
         "period": cause.period,
@@ -497,9 +583,9 @@ def _entry_from_row(row: Row[Any]) -> LedgerEntry:
 def _ownership_values(record: Ownership) -> dict[str, Any]:
     return {
         "account": record.account,
-        "channel": record.contact.channel.value,
+        "channel": record.contact.channel._value_,
         "value": record.contact.value,
-        "pool": record.pool.value,
+        "pool": record.pool._value_,
         "credits": record.credits,
         "charged_at": record.charged_at,
         "entry_seq": record.entry_seq,
@@ -715,18 +801,22 @@ class SqlDedupRegistry:
         self._uow = uow
 
     def owned(self, account: str, contacts: Collection[Contact]) -> Mapping[Contact, Ownership]:
-        wanted = {(contact.channel.value, contact.value): contact for contact in contacts}
+        wanted = {(contact.channel._value_, contact.value): contact for contact in contacts}
         by_channel: dict[str, list[str]] = {}
         for channel, value in wanted:
             by_channel.setdefault(channel, []).append(value)
         found: dict[Contact, Ownership] = {}
         connection = self._uow.connection
+        postgres = connection.dialect.name == "postgresql"
         with _translated("ownership lookup"):
             for channel, values in by_channel.items():
                 for start in range(0, len(values), OWNERSHIP_CHUNK):
                     chunk = values[start : start + OWNERSHIP_CHUNK]
+                    # One value: `IN (x)` is planned as `value = x`, a full-key probe.
+                    many = postgres and len(chunk) > 1
                     rows = connection.execute(
-                        _SELECT_OWNED, {"account": account, "channel": channel, "values": chunk}
+                        _SELECT_OWNED_POSTGRESQL if many else _SELECT_OWNED,
+                        {"account": account, "channel": channel, "values": chunk},
                     )
                     for row in rows:
                         contact = wanted[(row.channel, row.value)]
@@ -738,8 +828,8 @@ class SqlDedupRegistry:
             return
         # A datum already owned violates the primary key: a concurrent buyer won (R12).
         with _translated("recording ownership"):
-            self._uow.connection.execute(
-                _INSERT_OWNERSHIP, [_ownership_values(record) for record in records]
+            _INSERT_OWNERSHIP.execute(
+                self._uow.connection, [_ownership_values(record) for record in records]
             )
 
     def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
@@ -911,7 +1001,7 @@ class SqlUnitOfWork:
             # a second writer of the same seq.
             entries = wallet.entries_saved()
             if entries:
-                connection.execute(_INSERT_ENTRIES, [_entry_values(e) for e in entries])
+                _INSERT_ENTRIES.execute(connection, [_entry_values(e) for e in entries])
 
     def commit(self) -> None:
         transaction = self._transaction
