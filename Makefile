@@ -35,3 +35,4 @@ bench: install
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_verifier.py
 	$(PY) bench/bench_http.py
+	$(PY) bench/bench_sql.py
