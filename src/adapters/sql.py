@@ -54,7 +54,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect, Engine, Row
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool
 
 from credits_domain import (
     AlreadyRefunded,
@@ -638,6 +638,16 @@ def _translated(what: str) -> Iterator[None]:
                 f"{what} lost a race with another writer: {error.orig}"
             ) from error
         raise
+    except sa_exc.StatementError as error:
+        # Our own bind processing refused a value (a naive instant): SQLAlchemy wraps
+        # it; the caller is owed the domain error itself, as the read methods raise it.
+        if isinstance(error.orig, CreditsError):
+            raise error.orig from None
+        raise
+    except sa_exc.TimeoutError as error:
+        # The pool had no connection free for the whole lock wait: on an in-memory
+        # database, another unit of work held the one connection that long.
+        raise ConcurrencyConflict(f"{what} waited too long for the database: {error}") from error
 
 
 # -- engines ---------------------------------------------------------------------------
@@ -688,10 +698,16 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
         connect_args: dict[str, Any] = {"timeout": lock_wait_s}  # the busy timeout
         options: dict[str, Any] = {}
         if parsed.database in (None, "", ":memory:"):
-            # An in-memory database lives in one connection: share it (single-threaded
-            # use only, e.g. tests); a file database gets a normal connection pool.
+            # An in-memory database lives in one connection, so SQLite's own locks cannot
+            # separate two units of work: a pool of exactly that one connection hands it
+            # to one unit of work at a time; the others wait up to the lock wait, then
+            # lose (ConcurrencyConflict). Sharing it at once (StaticPool) let a second
+            # unit of work's failed BEGIN, and its rollback on return, undo the first's
+            # open transaction, whose later statements then committed one by one.
             connect_args["check_same_thread"] = False
-            options["poolclass"] = StaticPool
+            options.update(
+                poolclass=QueuePool, pool_size=1, max_overflow=0, pool_timeout=lock_wait_s
+            )
         engine = sa.create_engine(parsed, connect_args=connect_args, **options)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -713,6 +729,9 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
             parsed.difference_update_query(["options"]),
             isolation_level="READ COMMITTED",
             connect_args={"options": f"{options_text} {lock_timeout}".strip()},
+            # A pooled connection the server dropped (restart, failover, idle kill) is
+            # replaced at checkout instead of failing the next request in the driver.
+            pool_pre_ping=True,
         )
     raise UnsupportedDatabase(
         f"unsupported database {backend!r} in {url!r}; use sqlite:///path.db "
@@ -907,7 +926,8 @@ class SqlUnitOfWork:
 
     def __enter__(self) -> Self:
         invariant(self._connection is None, "a unit of work is entered once")
-        connection = self._engine.connect()
+        with _translated("opening a unit of work"):  # in-memory: waits for the connection
+            connection = self._engine.connect()
         try:
             with _translated("beginning a transaction"):
                 self._transaction = connection.begin()  # SQLite: BEGIN IMMEDIATE, may wait
@@ -1073,6 +1093,13 @@ class SqlRepository:
     def unit_of_work(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine)
 
+    @staticmethod
+    def _check_limit(limit: int) -> int:
+        # Every read is bounded: SQLite reads a negative LIMIT as "no limit" at all.
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise InvalidRequest(f"limit must be a whole number >= 0, got {limit!r}")
+        return limit
+
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:
         with _translated(what), self._engine.connect() as connection:
@@ -1093,7 +1120,7 @@ class SqlRepository:
             query = query.where(ledger.c.at >= require_utc(since, "since"))
         if until is not None:
             query = query.where(ledger.c.at < require_utc(until, "until"))
-        query = query.order_by(ledger.c.seq).limit(limit)
+        query = query.order_by(ledger.c.seq).limit(self._check_limit(limit))
         with self._reading("reading the ledger") as connection:
             return [_entry_from_row(row) for row in connection.execute(query)]
 
@@ -1120,7 +1147,7 @@ class SqlRepository:
             sa.select(wallets.c.account)
             .where(wallets.c.next_boundary_at <= require_utc(now, "now"))
             .order_by(wallets.c.next_boundary_at, wallets.c.account)
-            .limit(limit)
+            .limit(self._check_limit(limit))
         )
         with self._reading("finding due accounts") as connection:
             return list(connection.execute(query).scalars())
