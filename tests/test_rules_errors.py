@@ -300,3 +300,26 @@ def test_errors_a_policy_refuses_impossible_limits(settings: dict[str, Any]) -> 
     """R16/R18: TTLs, windows and batch limits are whole numbers >= 1."""
     with pytest.raises(InvalidRequest):
         ChargePolicy(**settings)
+
+
+def test_control_characters_are_refused_before_they_reach_storage() -> None:
+    """A NUL in an account id, key, destination or email (PostgreSQL text cannot hold it) is
+    a typed InvalidRequest / MalformedContact, not a driver error."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    with pytest.raises(InvalidRequest):
+        w.service.subscribe("ac\x00me", "boost")
+    with pytest.raises(InvalidRequest):
+        w.service.unlock(ACCOUNT, emails(1), idempotency_key="k\x00")
+    with pytest.raises(InvalidRequest):
+        w.service.export(ACCOUNT, emails(1), destination="csv\x00")
+    with pytest.raises(MalformedContact):
+        Contact.email("a\x00b@corp.com")
+
+
+def test_r1_amounts_beyond_a_trillion_are_refused() -> None:
+    """R1: credits are whole numbers; one amount is bounded so balances fit storage."""
+    with pytest.raises(InvalidPlan):
+        Credits(email=10**12 + 1)
+    with pytest.raises(InvalidPlan):
+        Credits(mobile=2**63)

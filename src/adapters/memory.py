@@ -162,11 +162,9 @@ class InMemoryRepository:
                 start = max(start, bisect.bisect_left(ledger, since, key=lambda e: e.at))
             page: list[LedgerEntry] = []
             for entry in ledger[start:]:
-                if until is not None and entry.at >= until:
+                if len(page) >= limit or (until is not None and entry.at >= until):
                     break
                 page.append(entry)
-                if len(page) >= limit:
-                    break
             return page
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:

@@ -36,6 +36,8 @@ def canonical_email(raw: object) -> str:
     value = raw.strip().lower()
     if not value:
         raise MalformedContact("email", raw, "empty")
+    if not value.isprintable():
+        raise MalformedContact("email", raw, "contains control characters")
     if not _EMAIL.match(value):
         raise MalformedContact("email", raw, "expected local@domain.tld")
     return value

@@ -11,15 +11,23 @@ import attrs
 from credits_domain.contact import Channel
 from credits_domain.errors import InvalidPlan, UnknownPlan
 
+# One amount (an allowance, a price, a top-up) is at most a trillion credits, so that a
+# balance stays far inside the 64-bit integers storage holds, whatever the renewals.
+MAX_CREDITS = 10**12
+
 
 def _non_negative_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidPlan(f"{attribute.name} must be a whole number >= 0 (R1), got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_CREDITS:
+        raise InvalidPlan(
+            f"{attribute.name} must be a whole number from 0 to {MAX_CREDITS} (R1), got {value!r}"
+        )
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidPlan(f"{attribute.name} must be a whole number >= 1, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CREDITS:
+        raise InvalidPlan(
+            f"{attribute.name} must be a whole number from 1 to {MAX_CREDITS}, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)

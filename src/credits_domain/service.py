@@ -101,15 +101,21 @@ class _NewlyOwned:
     contacts: frozenset[Contact]
 
 
+def _printable(text: str) -> bool:
+    # Control characters (NUL above all, which PostgreSQL text cannot hold) are refused.
+    return text.isprintable()
+
+
 def _check_account(account: object) -> str:
     if (
         not isinstance(account, str)
         or not account
         or account != account.strip()
         or len(account) > MAX_ACCOUNT_ID_LENGTH
+        or not _printable(account)
     ):
         raise InvalidRequest(
-            f"account must be a non-empty trimmed string of at most "
+            f"account must be a non-empty trimmed printable string of at most "
             f"{MAX_ACCOUNT_ID_LENGTH} characters, got {account!r}"
         )
     return account
@@ -118,9 +124,14 @@ def _check_account(account: object) -> str:
 def _check_key(key: object) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH
+        or not _printable(key)
+    ):
         raise InvalidRequest(
-            f"idempotency_key must be a non-empty string of at most "
+            f"idempotency_key must be a non-empty printable string of at most "
             f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {key!r}"
         )
     return key
@@ -421,6 +432,7 @@ class CreditService:
             not isinstance(destination, str)
             or not destination.strip()
             or len(destination) > MAX_DESTINATION_LENGTH
+            or not _printable(destination)
         ):
             raise InvalidRequest(
                 f"destination must name a file format or CRM ('csv', 'hubspot'), "
