@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 import attrs
 from starlette.applications import Starlette
@@ -240,7 +241,9 @@ class _Api:
         return _Answer(
             201,
             schemas.subscription_json(subscription),
-            {"Location": f"/v1/accounts/{call.account}/subscription"},
+            # A URL: the account percent-encoded ('?', '#', ' ' and non-Latin-1 ids; the
+            # raw id failed to encode as a header *after* subscribing).
+            {"Location": f"/v1/accounts/{quote(call.account, safe='')}/subscription"},
         )
 
     def get_subscription(self, call: _Call) -> _Answer:

@@ -90,11 +90,12 @@ def check_account(account: object) -> str:
         or not account
         or account != account.strip()
         or len(account) > MAX_ACCOUNT_ID_LENGTH
+        or not account.isprintable()  # as the core's own check (no NUL, no controls)
         or "/" in account  # an account id is one path segment of the API's URLs
     ):
         raise InvalidRequest(
-            f"account must be a non-empty trimmed string of at most {MAX_ACCOUNT_ID_LENGTH} "
-            f"characters without '/', got {account!r}"
+            f"account must be a non-empty trimmed printable string of at most "
+            f"{MAX_ACCOUNT_ID_LENGTH} characters without '/', got {account!r}"
         )
     return account
 

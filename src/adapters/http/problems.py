@@ -143,7 +143,9 @@ def problem_body(kind: ProblemKind, detail: str, instance: str | None = None) ->
         "type": problem_type(kind.slug),
         "title": kind.title,
         "status": kind.status,
-        "detail": detail,
+        # A detail may quote client input; an unpaired surrogate in it must not turn the
+        # answer into an unrendered 500 outside this shape.
+        "detail": detail.encode("utf-8", "backslashreplace").decode("utf-8"),
     }
     if instance is not None:
         body["instance"] = instance

@@ -51,7 +51,7 @@ DEFAULT_STATEMENT_LIMIT: Final = 100
 MAX_PERIOD_INDEX: Final = 1200
 MAX_CURSOR: Final = 10**15
 _REGION = re.compile(r"^[A-Z]{2}$")
-_INTEGER = re.compile(r"^-?[0-9]{1,16}$")
+_INTEGER = re.compile(r"-?[0-9]{1,16}")  # used with fullmatch: `$` would admit "5\n"
 
 JsonObject = dict[str, Any]
 
@@ -224,7 +224,7 @@ def _int_param(params: Mapping[str, list[str]], name: str, *, low: int, high: in
     raw = _single(params, name)
     if raw is None:
         return None
-    if not _INTEGER.match(raw) or not low <= int(raw) <= high:
+    if not _INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
         raise InvalidRequest(
             f"query parameter {name} must be a whole number from {low} to {high}, got {raw!r}"
         )

@@ -78,6 +78,9 @@ class SqlApiKeyStore:
         self._cache_lock = threading.Lock()
         # sha256 of the key -> (key_id, account, valid until on the monotonic clock)
         self._cache: dict[str, tuple[str, str, float]] = {}
+        # Bumped (under _cache_lock) by every revocation once it is committed: a lookup
+        # that began before may have read the row still active, and must not cache it.
+        self._revocations = 0
         if not sa.inspect(engine).has_table(TABLE_NAME):
             raise ApiKeysTableMissing(
                 f"the database {engine.url.render_as_string(hide_password=True)} has no "
@@ -120,6 +123,7 @@ class SqlApiKeyStore:
         now = self._monotonic()
         with self._cache_lock:
             cached = self._cache.get(digest)
+            revocations = self._revocations
         if cached is not None and cached[2] > now:
             return cached[1]
         with self._engine.connect() as conn:
@@ -127,21 +131,29 @@ class SqlApiKeyStore:
         account = verify(token, record)
         if account is not None and self._cache_ttl_s > 0:
             with self._cache_lock:
+                if self._revocations != revocations:
+                    return account  # concurrent with a revocation: answer, do not remember
                 if len(self._cache) >= self.MAX_CACHED_KEYS:
                     self._cache.clear()
                 self._cache[digest] = (key_id, account, now + self._cache_ttl_s)
         return account
 
     def revoke(self, key_id: str) -> bool:
-        with self._cache_lock:
-            for digest in [d for d, (kid, _, _) in self._cache.items() if kid == key_id]:
-                del self._cache[digest]
-        with self._engine.begin() as conn:
-            if self._record(conn, key_id) is None:
-                raise UnknownApiKey(key_id)
-            done = conn.execute(
-                api_keys.update()
-                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=self._clock.now())
-            )
-            return done.rowcount == 1
+        try:
+            with self._engine.begin() as conn:
+                if self._record(conn, key_id) is None:
+                    raise UnknownApiKey(key_id)
+                done = conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=self._clock.now())
+                )
+                return done.rowcount == 1
+        finally:
+            # After the commit, not before: a lookup between an earlier purge and the
+            # commit read the row still active and cached it for the whole TTL. The
+            # counter stops lookups already under way from caching what they read.
+            with self._cache_lock:
+                self._revocations += 1
+                for digest in [d for d, (kid, _, _) in self._cache.items() if kid == key_id]:
+                    del self._cache[digest]
