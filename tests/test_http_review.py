@@ -5,6 +5,7 @@ the fix in src/adapters/http named in its docstring). Real uvicorn on 127.0.0.1,
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from adapters.http.keys import InMemoryApiKeyStore
+from adapters.http.problems import DOMAIN_PROBLEMS, problem_response
 from adapters.http.sql_keys import SqlApiKeyStore, api_keys
 from adapters.memory import ScriptedVerifier
-from adapters.sql import SqlRepository
-from credits_domain import InvalidRequest
+from adapters.sql import SqlRepository, create_engine, upgrade
+from credits_domain import InvalidRequest, NotCharged
 from http_api_support import PROBLEM, ApiWorld, api_world
 
 ACME = "acme"
@@ -234,3 +236,49 @@ def test_no_key_for_an_account_the_core_refuses(repository: SqlRepository, accou
         InMemoryApiKeyStore().create(account)
     with repository.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one() == 0
+
+
+def test_a_problem_detail_with_an_unpaired_surrogate_still_renders() -> None:
+    """Before e11544d a bounce of '\\ud800@corp.com' answered a plain-text 500: the
+    NotCharged detail quoted the datum, and rendering the problem itself failed. The
+    core no longer lets such a datum through; the problem shape no longer depends on it."""
+    response = problem_response(DOMAIN_PROBLEMS[NotCharged], "email:\ud800@corp.com")
+    assert json.loads(bytes(response.body))["detail"] == "email:\\ud800@corp.com"
+
+
+def test_a_key_lookup_does_not_wait_for_the_sqlite_write_lock(tmp_path: Path) -> None:
+    """Before: SqlApiKeyStore read the key inside the engine's BEGIN IMMEDIATE, so while
+    any unit of work held SQLite's write lock, authentication waited for it and, past
+    the lock wait, raised a raw OperationalError (500 on every request). A key lookup
+    only reads: it now begins deferred, and WAL lets it read beside the writer."""
+    url = f"sqlite:///{tmp_path / 'credits.db'}"
+    upgrade(url)
+    engine = create_engine(url, lock_wait_s=0.2)
+    writer = sqlite3.connect(tmp_path / "credits.db", isolation_level=None)
+    try:
+        store = SqlApiKeyStore(engine, cache_ttl_s=0)
+        issued = store.create(ACME)
+        writer.execute("BEGIN IMMEDIATE")  # a unit of work holds the write lock
+        assert store.authenticate(issued.token) == ACME
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+DUPLICATED = [
+    b'{"contacts": [{"channel": "email", "value": "a@corp.com"}], "contacts": []}',
+    b'{"contacts": [{"channel": "email", "value": "a@corp.com", "value": "b@corp.com"}]}',
+]
+
+
+@pytest.mark.parametrize("body", DUPLICATED)
+def test_a_field_given_twice_is_refused(world: ApiWorld, acme: httpx.Client, body: bytes) -> None:
+    """Before: the last of two equal names silently won, so a proxy, log or validator
+    that reads the first saw another request than the one charged. RFC 8259 leaves such
+    objects' meaning undefined; the body is refused whole. Fixed in api._Call.json."""
+    response = acme.post(f"{BASE}/unlock", content=body, headers=JSON_HEADERS)
+    problem = assert_problem(response, 400, "malformed-json")
+    assert "twice" in problem["detail"]
+    assert world.verifier.calls == []
+    assert acme.get(f"{BASE}/balance").json()["email"] == 12_000

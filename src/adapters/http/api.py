@@ -89,6 +89,17 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With two equal names the last would win silently, and a proxy or log reading the
+    # first would see another request than the one charged (RFC 8259 section 4).
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise ValueError(f"the field {name!r} is given twice in one object")
+        obj[name] = value
+    return obj
+
+
 @attrs.frozen(kw_only=True)
 class _Call:
     """What a handler may look at: the request, already read, and the caller's account."""
@@ -111,7 +122,9 @@ class _Call:
         if self.body is None:
             raise ProblemError(BODY_TOO_LARGE, "the request body is above the limit")
         try:
-            return json.loads(self.body, parse_constant=_reject_constant)
+            return json.loads(
+                self.body, parse_constant=_reject_constant, object_pairs_hook=_unique_fields
+            )
         except (ValueError, RecursionError) as exc:  # includes JSONDecodeError, bad UTF-8
             raise ProblemError(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from exc
 
