@@ -92,6 +92,8 @@ def test_the_served_document_is_this_one(served: Served) -> None:
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,
+    # Derandomised in every profile: the coverage check below needs a known sample.
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -111,7 +111,8 @@ OWNERSHIP_CHUNK = 500
 DEFAULT_LOCK_WAIT_S = 30.0
 """How long a unit of work waits for another writer's lock before it counts as lost."""
 
-_READ_ONLY = "credits_read_only"  # execution option: begin SQLite reads as deferred
+# Execution option marking a read-only transaction (on SQLite it begins deferred).
+READ_ONLY_OPTION = "credits_read_only"
 
 # Driver errors that mean "another writer won": the service retries the transaction.
 _CONFLICT_SQLSTATES = frozenset(
@@ -673,7 +674,7 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
 def _sqlite_on_begin(connection: Connection) -> None:
     # A unit of work writes: take the write lock up front, waiting up to the busy
     # timeout. Pure reads (entries, statements) begin deferred and never wait.
-    if connection.get_execution_options().get(_READ_ONLY):
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
         connection.exec_driver_sql("BEGIN")
     else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -773,7 +774,7 @@ def schema_head() -> tuple[str, ...]:
 def schema_revision(engine: Engine) -> tuple[str, ...]:
     """The revision(s) the database is at; empty for an empty database."""
     with engine.connect() as connection:
-        connection.execution_options(**{_READ_ONLY: True})
+        connection.execution_options(**{READ_ONLY_OPTION: True})
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return tuple(context.get_current_heads())
 
@@ -1103,7 +1104,7 @@ class SqlRepository:
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:
         with _translated(what), self._engine.connect() as connection:
-            connection.execution_options(**{_READ_ONLY: True})
+            connection.execution_options(**{READ_ONLY_OPTION: True})
             yield connection
 
     def entries(

@@ -23,7 +23,7 @@ from adapters.http.keys import (
     verify,
 )
 from adapters.memory import SystemClock
-from adapters.sql import _READ_ONLY, UtcInstant
+from adapters.sql import READ_ONLY_OPTION, UtcInstant
 from credits_domain import Clock, InvalidRequest
 from credits_domain.service import MAX_ACCOUNT_ID_LENGTH
 
@@ -128,7 +128,7 @@ class SqlApiKeyStore:
             return cached[1]
         # Read-only: on SQLite, begin deferred rather than BEGIN IMMEDIATE, so that a key
         # lookup never waits for (or holds) the write lock; WAL reads beside the writer.
-        with self._engine.connect().execution_options(**{_READ_ONLY: True}) as conn:
+        with self._engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn:
             record = self._record(conn, key_id)
         account = verify(token, record)
         if account is not None and self._cache_ttl_s > 0:
