@@ -40,6 +40,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
+import sqlite3
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -654,6 +656,24 @@ def _translated(what: str) -> Iterator[None]:
 # -- engines ---------------------------------------------------------------------------
 
 
+WAL_SWITCH_ATTEMPTS = 200
+WAL_SWITCH_PAUSE_S = 0.05
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Switch a new file to WAL. The switch needs the file to itself and SQLite does not
+    wait on the busy timeout for it: when another process is creating the same file at
+    the same moment (two `credits db upgrade` at once), retry for a bounded time."""
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            time.sleep(WAL_SWITCH_PAUSE_S)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     # SQLAlchemy's documented recipe for the sqlite3 driver: stop the driver from
     # beginning transactions by itself (it would begin them late, deferred, and not at
@@ -663,8 +683,10 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     try:
         cursor.execute("PRAGMA foreign_keys = ON")  # off by default in SQLite
         # WAL: readers never block the writer nor the writer them. Persistent in the
-        # file; a no-op when already set (and in-memory databases answer 'memory').
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # file, so only a new file needs switching (in-memory databases answer 'memory').
+        (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+        if mode.lower() not in ("wal", "memory"):
+            _switch_to_wal(cursor)
         # FULL: a committed charge survives a power cut too, not only a process crash.
         cursor.execute("PRAGMA synchronous = FULL")
     finally:
