@@ -1,6 +1,5 @@
 # One command runs every check: `make test` (lint, format, types, architecture, tests).
 PY ?= .venv/bin/python
-SHARED ?= ../shared
 
 .PHONY: install test lint types arch pytest demo bench
 
@@ -19,9 +18,7 @@ types:
 	.venv/bin/mypy src tests bench
 
 arch:
-	@test -f $(SHARED)/tools/check_architecture.py || \
-		{ echo "missing $(SHARED)/tools/check_architecture.py (set SHARED=...)"; exit 1; }
-	$(PY) $(SHARED)/tools/check_architecture.py .
+	.venv/bin/lint-imports
 
 pytest:
 	.venv/bin/pytest

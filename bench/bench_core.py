@@ -41,7 +41,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import Contact, Credits, CreditService, Outcome, Plan
 
 T = TypeVar("T")

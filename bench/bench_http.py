@@ -47,9 +47,9 @@ from pathlib import Path
 
 import httpx
 
-from adapters.http.sql_keys import SqlApiKeyStore
-from adapters.memory import ScriptedVerifier, SystemClock
-from adapters.sql import SqlRepository
+from adapters.clock import SystemClock
+from adapters.sql import SqlApiKeyStore, SqlRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import Contact, CreditService
 
 TARGET_OVERHEAD_MS = 1.0
@@ -139,7 +139,7 @@ def run_backend(name: str, url: str, rounds: int, per_round: int, threads: list[
         raise SystemExit(f"{needed} unlocks exceed one account's 30,000 credits; use fewer")
     service.subscribe("inproc", "power")
     service.subscribe("http", "power")
-    token = SqlApiKeyStore(repository.engine).create("http").token
+    token = SqlApiKeyStore(repository.engine, clock=SystemClock()).create("http").token
     inproc_emails, http_emails = Emails("inproc"), Emails("http")
 
     def in_process(i: int) -> None:

@@ -26,7 +26,7 @@ Baselines on the same server in the same run, same client count, pgbench's defau
 simple protocol: (a) `pgbench -i -s 10`, then built-in tpcb-like `-c 8 -j 2 -T <s>`;
 (b) a custom script of one guarded `UPDATE ... SET balance = balance - 1 WHERE id = 1 AND
 balance >= 1` on one row (autocommit: one statement, one transaction); as context only,
-the ANCHORS variant that also inserts an ownership row (`BEGIN; UPDATE ... RETURNING;
+the docs/anchors.md variant that also inserts an ownership row (`BEGIN; UPDATE ... RETURNING;
 INSERT ... ON CONFLICT DO NOTHING; END`). A CHECKPOINT precedes every timed run.
 Targets: distinct >= 0.5x tpcb-like; hot >= 0.5x the guarded UPDATE.
 Context printed: statements (round trips) per unlock counted with SQLAlchemy event
@@ -82,8 +82,9 @@ from psycopg import conninfo
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from adapters.memory import ManualClock, ScriptedVerifier, SystemClock
+from adapters.clock import ManualClock, SystemClock
 from adapters.sql import DEFAULT_LOCK_WAIT_S, SqlRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import Clock, Contact, Credits, CreditsError, CreditService, Outcome, Plan
 
 PG_ADMIN_DSN = os.environ.get("CREDITS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from adapters.http import HttpVerifier, RetryPolicy, Timeouts
+from adapters.verifier import HttpVerifier, RetryPolicy, Timeouts
 from credits_domain import Contact, Verdict
 
 BATCH = 1_000

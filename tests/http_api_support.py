@@ -20,10 +20,11 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from adapters.http.api import create_app
-from adapters.http.keys import ApiKeyStore, InMemoryApiKeyStore
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
-from credits_domain import ChargePolicy, CreditService, Repository
+from adapters.api import create_app
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryApiKeyStore, InMemoryRepository
+from adapters.verifier import ScriptedVerifier
+from credits_domain import ApiKeyStore, ChargePolicy, CreditService, Repository
 
 START = datetime(2025, 1, 31, 9, 0, tzinfo=UTC)
 STARTUP_TIMEOUT_S = 10.0

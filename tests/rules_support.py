@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     PLANS,
     Balance,

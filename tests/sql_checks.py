@@ -26,20 +26,21 @@ from alembic.runtime.migration import MigrationContext
 from hypothesis import settings
 from sqlalchemy import event
 
-from adapters.memory import ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
 from adapters.sql import (
-    OWNERSHIP_CHUNK,
     SchemaOutOfDate,
     SqlRepository,
     UnknownSchemaRevision,
     create_engine,
-    ledger,
     schema_head,
     schema_revision,
     schema_script,
     upgrade,
 )
-from adapters.sql import metadata as sql_metadata
+from adapters.sql.schema import ledger
+from adapters.sql.schema import metadata as sql_metadata
+from adapters.sql.unit_of_work import OWNERSHIP_CHUNK
+from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     AlreadyRefunded,
     Cause,

@@ -37,8 +37,9 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-from adapters.memory import ManualClock
-from adapters.sql import SqlRepository, ownership
+from adapters.clock import ManualClock
+from adapters.sql import SqlRepository
+from adapters.sql.schema import ownership
 from credits_domain import (
     Channel,
     ChargePolicy,

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adapters import cli
-from adapters.memory import ManualClock
+from adapters.cli.main import app as cli_app
+from adapters.clock import ManualClock
 from adapters.sql import SqlRepository, upgrade
+from adapters.verifier import NoVerifier, VerifierNotConfigured
 from credits_domain import PLANS, Contact, CreditService
 
 WIDE = {"COLUMNS": "220"}  # rich wraps tables at the terminal's width; keep rows on one line
@@ -28,7 +29,7 @@ RENEWAL_EMAIL = ["grant", "(renewal)", "email"]  # a row of the demo's statement
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli.app, list(args), env=WIDE)
+    result = CliRunner().invoke(cli_app, list(args), env=WIDE)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -76,7 +77,7 @@ def expected_final() -> dict[str, tuple[int, int]]:
     ignite, boost, power = (PLANS[name].monthly for name in ("ignite", "boost", "power"))
     periods = 5  # Jan 6, Feb 6, Mar 6, Apr 6, May 6 (R3, R4); credits roll over (R5)
 
-    # acme, boost: period 0 uses exactly 7,500 email credits (RULES.md's rollover example)
+    # acme, boost: period 0 uses exactly 7,500 email credits (docs/rules.md's rollover example)
     # and 50 + 18 mobiles; then 1,000 emails + 100 mobiles, a bounce refunded (+1, R18),
     # 480 emails + 54 mobiles (20 and 6 invalid, R10), an export of 300 new emails.
     acme = (
@@ -236,7 +237,10 @@ def test_empty_database_asks_for_the_upgrade_then_works(tmp_path: Path) -> None:
         assert_one_line_error(*invoke(*command, "--db", url), "credits db upgrade")
     code, out, err = invoke("db", "upgrade", "--db", url)
     assert code == 0, err
-    assert "up to date" in out
+    assert "upgraded from revision none: an empty database to 0003" in out
+    code, out, err = invoke("db", "upgrade", "--db", url)
+    assert code == 0, err
+    assert "up to date already (revision 0003)" in out
     code, out, err = invoke("renew-due", "--db", url)
     assert (code, out.strip()) == (0, "Renewed 0 accounts."), err
     assert_one_line_error(*invoke("balance", "acme", "--db", url), "'acme'", "subscribe")
@@ -264,8 +268,8 @@ def test_a_bad_or_unreachable_database_is_one_line(url: str) -> None:
 
 
 def test_no_verifier_refuses_to_verify() -> None:
-    with pytest.raises(cli.NoVerifierError):
-        cli.NoVerifier().verify([Contact.email("ann@corp.com")])
+    with pytest.raises(VerifierNotConfigured):
+        NoVerifier().verify([Contact.email("ann@corp.com")])
 
 
 # -- renew-due ---------------------------------------------------------------------------
@@ -277,7 +281,7 @@ def test_renew_due_renews_each_due_account_once(tmp_path: Path) -> None:
     repository = SqlRepository.connect(url, migrate=True)
     try:
         service = CreditService(
-            repository=repository, verifier=cli.NoVerifier(), clock=ManualClock(long_ago)
+            repository=repository, verifier=NoVerifier(), clock=ManualClock(long_ago)
         )
         service.subscribe("due", "ignite")
     finally:

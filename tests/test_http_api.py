@@ -18,9 +18,10 @@ import attrs
 import httpx
 import pytest
 
-from adapters.http.keys import InMemoryApiKeyStore, UnknownApiKey
-from adapters.memory import ScriptedVerifier
-from credits_domain import Contact, Verdict
+from adapters.clock import SystemClock
+from adapters.memory import InMemoryApiKeyStore
+from adapters.verifier import ScriptedVerifier
+from credits_domain import Contact, UnknownApiKey, Verdict
 from http_api_support import PROBLEM, ApiWorld, api_world, client
 
 ACME = "acme"
@@ -545,7 +546,7 @@ def test_requests_without_a_valid_key_are_401(world: ApiWorld, acme: httpx.Clien
 
 
 def test_keys_are_stored_hashed() -> None:
-    store = InMemoryApiKeyStore()
+    store = InMemoryApiKeyStore(clock=SystemClock())
     issued = store.create(ACME)
     assert issued.token.startswith("ck_" + issued.key_id + "_")
     stored = vars(store)["_records"][issued.key_id]

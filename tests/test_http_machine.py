@@ -39,11 +39,11 @@ from hypothesis.stateful import (
 )
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.http import schemas
-from adapters.http.api import create_app
-from adapters.http.keys import InMemoryApiKeyStore
-from adapters.http.problems import domain_problem
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
+from adapters.api import create_app, schemas
+from adapters.api.problems import domain_problem
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryApiKeyStore, InMemoryRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import Channel, ChargeResult, Contact, CreditsError, CreditService, Verdict
 from credits_domain.testing.machine import ACCOUNTS, MACHINE_PLANS, START, UNIVERSE
 from credits_domain.testing.strategies import requests

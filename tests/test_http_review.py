@@ -16,11 +16,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from adapters.http.keys import InMemoryApiKeyStore
-from adapters.http.problems import DOMAIN_PROBLEMS, problem_response
-from adapters.http.sql_keys import SqlApiKeyStore, api_keys
-from adapters.memory import ScriptedVerifier
-from adapters.sql import SqlRepository, create_engine, upgrade
+from adapters.api.problems import DOMAIN_PROBLEMS, problem_response
+from adapters.clock import SystemClock
+from adapters.memory import InMemoryApiKeyStore
+from adapters.sql import SqlApiKeyStore, SqlRepository, create_engine, upgrade
+from adapters.sql.api_keys import api_keys
+from adapters.verifier import ScriptedVerifier
 from credits_domain import InvalidRequest, NotCharged
 from http_api_support import PROBLEM, ApiWorld, api_world
 
@@ -118,7 +119,7 @@ def test_unstorable_strings_are_refused_and_charge_nothing(
 def test_unstorable_strings_never_reach_sql(repository: SqlRepository) -> None:
     """Before: SQLite answered 500 on a surrogate and stored a NUL; PostgreSQL answered 500
     on a NUL (its text type refuses it). Now both are 422 before any storage (e11544d)."""
-    keys = SqlApiKeyStore(repository.engine)
+    keys = SqlApiKeyStore(repository.engine, clock=SystemClock())
     with api_world(repository=repository, keys=keys) as world, world.client_for(ACME) as acme:
         assert acme.post(f"{BASE}/subscription", json={"plan": "boost"}).status_code == 201
         for value in _EMAIL_VALUES:
@@ -192,7 +193,7 @@ def test_an_authentication_during_revoke_does_not_cache_the_key(
     the two read the still-active row and cached it, so the revoked key worked for 5 s
     more on the store that revoked it. Fixed in SqlApiKeyStore (the cache purged after
     the commit, and a revocation counter)."""
-    store = SqlApiKeyStore(repository.engine)
+    store = SqlApiKeyStore(repository.engine, clock=SystemClock())
     issued = store.create(ACME)
     seen: list[str | None] = []
     # At revoke's checkout: after the old code had emptied the cache, before its write.
@@ -209,7 +210,7 @@ def test_a_revoke_during_authentication_is_not_undone_by_its_cache_write(
 ) -> None:
     """The other order: an authentication reads the row, a revoke commits, then the
     authentication caches what it read. Fixed by the same revocation counter."""
-    store = SqlApiKeyStore(repository.engine)
+    store = SqlApiKeyStore(repository.engine, clock=SystemClock())
     issued = store.create(ACME)
     revoked: list[bool] = []
     # At authenticate's checkin: it has read the row, it has not yet cached it.
@@ -231,9 +232,9 @@ def test_no_key_for_an_account_the_core_refuses(repository: SqlRepository, accou
     new printable rule (e11544d): a key was created for an account no call accepts (on
     PostgreSQL a NUL was a raw DataError). Fixed in keys.check_account."""
     with pytest.raises(InvalidRequest, match="printable"):
-        SqlApiKeyStore(repository.engine).create(account)
+        SqlApiKeyStore(repository.engine, clock=SystemClock()).create(account)
     with pytest.raises(InvalidRequest, match="printable"):
-        InMemoryApiKeyStore().create(account)
+        InMemoryApiKeyStore(clock=SystemClock()).create(account)
     with repository.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one() == 0
 
@@ -256,7 +257,7 @@ def test_a_key_lookup_does_not_wait_for_the_sqlite_write_lock(tmp_path: Path) ->
     engine = create_engine(url, lock_wait_s=0.2)
     writer = sqlite3.connect(tmp_path / "credits.db", isolation_level=None)
     try:
-        store = SqlApiKeyStore(engine, cache_ttl_s=0)
+        store = SqlApiKeyStore(engine, cache_ttl_s=0, clock=SystemClock())
         issued = store.create(ACME)
         writer.execute("BEGIN IMMEDIATE")  # a unit of work holds the write lock
         assert store.authenticate(issued.token) == ACME

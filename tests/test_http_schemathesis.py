@@ -26,9 +26,9 @@ from schemathesis import GenerationMode
 from schemathesis.config import HttpBearerAuthConfig
 from schemathesis.specs.openapi import checks
 
-from adapters.http.api import max_body_bytes
-from adapters.http.openapi import openapi_document
-from adapters.memory import ScriptedVerifier
+from adapters.api.app import max_body_bytes
+from adapters.api.openapi import openapi_document
+from adapters.verifier import ScriptedVerifier
 from credits_domain import Contact, Verdict
 from http_api_support import api_world
 

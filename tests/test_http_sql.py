@@ -27,10 +27,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from typer.testing import CliRunner
 
-from adapters.http import sql_keys
-from adapters.http.cli_commands import register
-from adapters.http.sql_keys import ApiKeysTableMissing, SqlApiKeyStore, api_keys
-from adapters.sql import SqlRepository, upgrade
+from adapters.cli.serve import register
+from adapters.clock import SystemClock
+from adapters.sql import SqlApiKeyStore, SqlRepository, upgrade
+from adapters.sql import api_keys as sql_keys
+from adapters.sql.api_keys import api_keys
+from adapters.sql.errors import ApiKeysTableMissing
 from http_api_support import PROBLEM, api_world, client
 from verification_server import VerificationServer, status
 
@@ -60,7 +62,7 @@ def repository(db_url: str) -> Iterator[SqlRepository]:
 
 def test_the_store_keeps_only_hashes_and_revokes(repository: SqlRepository) -> None:
     now_s = [0.0]  # the cache's monotonic clock, moved by the test
-    store = SqlApiKeyStore(repository.engine, monotonic=lambda: now_s[0])
+    store = SqlApiKeyStore(repository.engine, monotonic=lambda: now_s[0], clock=SystemClock())
     issued = store.create("acme")
     with repository.engine.connect() as conn:
         rows = conn.execute(sa.select(api_keys)).mappings().all()
@@ -71,7 +73,7 @@ def test_the_store_keeps_only_hashes_and_revokes(repository: SqlRepository) -> N
     assert (row["key_id"], row["account"], row["revoked_at"]) == (issued.key_id, "acme", None)
     assert store.authenticate(issued.token) == "acme"
     # Another process (no cache here) revokes: it sees the revocation at once...
-    other = SqlApiKeyStore(repository.engine, cache_ttl_s=0)
+    other = SqlApiKeyStore(repository.engine, cache_ttl_s=0, clock=SystemClock())
     assert other.revoke(issued.key_id) is True
     assert other.authenticate(issued.token) is None
     # ...while this one remembers the key for at most its cache's time to live.
@@ -118,13 +120,13 @@ def test_a_database_without_the_table_is_refused(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
         with pytest.raises(ApiKeysTableMissing, match="credits db upgrade"):
-            SqlApiKeyStore(engine)
+            SqlApiKeyStore(engine, clock=SystemClock())
     finally:
         engine.dispose()
 
 
 def test_the_api_on_sql(repository: SqlRepository) -> None:
-    keys = SqlApiKeyStore(repository.engine)
+    keys = SqlApiKeyStore(repository.engine, clock=SystemClock())
     with (
         api_world(repository=repository, keys=keys) as world,
         world.client_for("acme") as acme,
@@ -154,9 +156,9 @@ def test_the_api_on_sql(repository: SqlRepository) -> None:
         assert rest["next_cursor"] is None
 
 
-def test_a_storage_failure_is_a_500_problem(tmp_path: Path) -> None:
+def test_a_storage_failure_is_a_500_problem_that_hides_the_storage(tmp_path: Path) -> None:
     repo = SqlRepository.connect(f"sqlite:///{tmp_path / 'broken.db'}", migrate=True)
-    keys = SqlApiKeyStore(repo.engine)
+    keys = SqlApiKeyStore(repo.engine, clock=SystemClock())
     try:
         with api_world(repository=repo, keys=keys) as world, world.client_for("acme") as acme:
             acme.post("/v1/accounts/acme/subscription", json={"plan": "boost"})
@@ -166,7 +168,7 @@ def test_a_storage_failure_is_a_500_problem(tmp_path: Path) -> None:
             assert response.status_code == 500
             assert response.headers["content-type"] == "application/problem+json"
             body = response.json()
-            assert body["type"] == PROBLEM + "internal-error"
+            assert body["type"] == PROBLEM + "storage-error"
             assert "Traceback" not in response.text and "credits_holds" not in response.text
     finally:
         repo.close()
@@ -192,7 +194,9 @@ def test_keys_create_prints_the_key_last_and_revoke_revokes(tmp_path: Path) -> N
     assert code == 0, err
     token = out.split()[-1]
     with SqlRepository.connect(url) as repo:
-        store = SqlApiKeyStore(repo.engine, cache_ttl_s=0)  # sees the CLI revoke at once
+        store = SqlApiKeyStore(
+            repo.engine, cache_ttl_s=0, clock=SystemClock()
+        )  # sees the CLI revoke at once
         assert store.authenticate(token) == "acme"
         key_id = token.split("_")[1]
         assert key_id in out
@@ -234,7 +238,7 @@ def credits_serve(url: str, *options: str) -> Iterator[str]:
     """`credits serve` in a child process (the module's entry point, as the console
     script calls it); yields its base URL once it answers."""
     port = _free_port()
-    command = [sys.executable, "-m", "adapters.http.cli_commands", "serve", *options]
+    command = [sys.executable, "-m", "adapters.cli", "serve", *options]
     command += ["--db", url, "--port", str(port), "--no-access-log"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from adapters.http import (
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryRepository
+from adapters.phones import parse_phone
+from adapters.verifier import (
     CircuitBreaker,
     CircuitState,
     Dialect,
@@ -24,16 +27,14 @@ from adapters.http import (
     MalformedAnswer,
     RetryPolicy,
     Timeouts,
-    parse_phone,
 )
-from adapters.http.verifier import (
+from adapters.verifier.http import (
     read_answer,
     read_result,
     retry_after_s,
     vendor_result_evidence,
     vendor_status_evidence,
 )
-from adapters.memory import InMemoryRepository, ManualClock
 from credits_domain import (
     Channel,
     CheckResult,

@@ -17,7 +17,9 @@ for name in ("hypothesis", "pytest", "sqlalchemy", "httpx", "starlette", "psycop
     sys.modules[name] = None  # any import of it now fails
 from datetime import UTC, datetime
 from credits_domain import Contact, CreditService
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
+from adapters.memory import InMemoryRepository
+from adapters.clock import ManualClock
+from adapters.verifier import ScriptedVerifier
 service = CreditService(repository=InMemoryRepository(), verifier=ScriptedVerifier(),
                         clock=ManualClock(datetime(2026, 1, 1, tzinfo=UTC)))
 service.subscribe("acme", "boost")

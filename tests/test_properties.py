@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     Channel,
     Contact,

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from adapters.memory import InMemoryRepository, ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryRepository
+from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     AlreadySubscribed,
     BatchTooLarge,

@@ -1,5 +1,5 @@
 """Example-based tests of R19..R21 (ledger, conservation, statements) and the three worked
-examples of RULES.md, end to end through the facade.
+examples of docs/rules.md, end to end through the facade.
 
 Each test's name starts with the rule it checks; its docstring quotes what it checks.
 """
@@ -274,7 +274,7 @@ def test_r21_the_statement_after_a_lapse_shows_why_the_balance_is_zero() -> None
     assert w.service.balance_at(ACCOUNT, ends) == Credits(email=0, mobile=0)
 
 
-# -- The worked examples of RULES.md --------------------------------------------------------
+# -- The worked examples of docs/rules.md --------------------------------------------------------
 
 
 def test_worked_example_boost() -> None:

@@ -23,8 +23,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from adapters.memory import ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
 from adapters.sql import SqlRepository, SqlUnitOfWork
+from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     Cause,
     Channel,

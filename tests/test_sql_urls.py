@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from adapters.memory import ManualClock, ScriptedVerifier
+from adapters.clock import ManualClock
 from adapters.sql import DEFAULT_URL, SqlRepository, UnsupportedDatabase
+from adapters.verifier import ScriptedVerifier
 from credits_domain import Contact, CreditService
 
 START = datetime(2025, 1, 31, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""In-memory adapters: a Repository, two Clocks and a scripted Verifier.
+"""In memory: the Repository port and the API key store.
 
 `InMemoryRepository` is a real implementation of the port, not a mock: a unit of work
 takes the repository's lock for its whole life (so concurrent threads serialise, as rows
@@ -9,9 +9,10 @@ commit, or none.
 from __future__ import annotations
 
 import bisect
+import secrets
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -19,16 +20,23 @@ import attrs
 
 from credits_domain import (
     Channel,
+    Clock,
     ConcurrencyConflict,
     Contact,
     IdempotencyRecord,
     LedgerEntry,
-    MalformedContact,
     Ownership,
-    Verdict,
+    UnknownApiKey,
     Wallet,
 )
-from credits_domain.periods import require_utc
+from credits_domain.keys import (
+    KEY_ENTROPY_BYTES,
+    ApiKeyRecord,
+    IssuedKey,
+    key_id_of,
+    new_key,
+    verify,
+)
 
 
 def _copy(wallet: Wallet) -> Wallet:
@@ -186,75 +194,36 @@ class InMemoryRepository:
             return sorted(due)[:limit]
 
 
-class ManualClock:
-    """A clock that moves only when told to; for tests and replays."""
+class InMemoryApiKeyStore:
+    """The ApiKeyStore port in memory; safe to share between threads."""
 
-    def __init__(self, start: datetime) -> None:
-        self._now = require_utc(start, "start")
+    def __init__(self, *, clock: Clock) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
+        self._records: dict[str, ApiKeyRecord] = {}
 
-    def now(self) -> datetime:
+    def create(self, account: str) -> IssuedKey:
+        issued, record = new_key(
+            account, self._clock.now(), entropy=secrets.token_bytes(KEY_ENTROPY_BYTES)
+        )
         with self._lock:
-            return self._now
+            self._records[record.key_id] = record
+        return issued
 
-    def advance(self, delta: timedelta) -> datetime:
-        if delta < timedelta(0):
-            raise ValueError(f"a clock never goes back; got {delta}")
+    def authenticate(self, token: str) -> str | None:
+        key_id = key_id_of(token)
+        if key_id is None:
+            return None
         with self._lock:
-            self._now += delta
-            return self._now
+            record = self._records.get(key_id)
+        return verify(token, record)
 
-    def set(self, at: datetime) -> None:
-        at = require_utc(at, "at")
+    def revoke(self, key_id: str) -> bool:
         with self._lock:
-            if at < self._now:
-                raise ValueError(f"a clock never goes back; {at} is before {self._now}")
-            self._now = at
-
-
-class SystemClock:
-    """The machine's clock, in UTC."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-def _canonical_key(raw: str) -> Contact:
-    try:
-        return Contact.email(raw)
-    except MalformedContact:
-        return Contact.mobile(raw)
-
-
-class ScriptedVerifier:
-    """Answers from a script: raw values (matched in canonical form) to verdicts.
-
-    `calls` records every batch it was asked, so tests can see what was verified when;
-    `before_answer`, if given, runs with each batch before the answer (a test hook to
-    look at storage while the verifier "works", or to raise like a failing service).
-    """
-
-    def __init__(
-        self,
-        script: Mapping[str, Verdict] | None = None,
-        *,
-        default: Verdict = Verdict.VALID,
-        before_answer: Callable[[Sequence[Contact]], None] | None = None,
-    ) -> None:
-        self._script = {_canonical_key(raw): v for raw, v in (script or {}).items()}
-        self._default = default
-        self._before_answer = before_answer
-        self.calls: list[tuple[Contact, ...]] = []
-
-    def set(self, raw: str, verdict: Verdict) -> None:
-        self._script[_canonical_key(raw)] = verdict
-
-    def verdict_of(self, contact: Contact) -> Verdict:
-        return self._script.get(contact, self._default)
-
-    def verify(self, contacts: Sequence[Contact]) -> Sequence[Verdict]:
-        batch = tuple(contacts)
-        self.calls.append(batch)
-        if self._before_answer is not None:
-            self._before_answer(batch)
-        return [self._script.get(c, self._default) for c in batch]
+            record = self._records.get(key_id)
+            if record is None:
+                raise UnknownApiKey(key_id)
+            if record.revoked_at is not None:
+                return False
+            self._records[key_id] = attrs.evolve(record, revoked_at=self._clock.now())
+            return True

@@ -2,7 +2,7 @@
 
 A customer spends one credit per verified contact datum (email or mobile), never pays for
 invalid or duplicate data, and keeps unused credits from month to month. The rules are
-numbered R1..R21 in RULES.md; the code cites them.
+numbered R1..R21 in docs/rules.md; the code cites them.
 
 The facade::
 
@@ -36,15 +36,20 @@ from credits_domain.errors import (
     RefundRefused,
     RefundWindowClosed,
     RequestInFlight,
+    StorageError,
+    StorageUnavailable,
     SubscriptionPaused,
     UnknownAccount,
+    UnknownApiKey,
     UnknownPlan,
 )
+from credits_domain.keys import ApiKeyRecord, IssuedKey
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
 from credits_domain.plans import PLANS, Credits, Plan, Price
 from credits_domain.policy import ChargePolicy
 from credits_domain.ports import (
+    ApiKeyStore,
     Clock,
     DedupRegistry,
     IdempotencyRecord,
@@ -61,6 +66,8 @@ __all__ = [
     "PLANS",
     "AlreadyRefunded",
     "AlreadySubscribed",
+    "ApiKeyRecord",
+    "ApiKeyStore",
     "Balance",
     "BatchTooLarge",
     "Cause",
@@ -83,6 +90,7 @@ __all__ = [
     "IdempotencyStore",
     "InvalidPlan",
     "InvalidRequest",
+    "IssuedKey",
     "ItemResult",
     "LedgerEntry",
     "LineType",
@@ -102,10 +110,13 @@ __all__ = [
     "Repository",
     "RequestInFlight",
     "Status",
+    "StorageError",
+    "StorageUnavailable",
     "Subscription",
     "SubscriptionPaused",
     "UnitOfWork",
     "UnknownAccount",
+    "UnknownApiKey",
     "UnknownPlan",
     "Verdict",
     "Verifier",

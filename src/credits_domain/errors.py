@@ -115,6 +115,25 @@ class ConcurrencyConflict(CreditsError):
     """
 
 
+class StorageError(CreditsError):
+    """The storage refused or failed an operation for a reason of its own (not a lost
+    race, not a domain rule): the message names the operation and the storage's words."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage cannot be reached or used right now (a database restarting, a network
+    cut): temporary. Nothing was changed by the call that raised it, unless the error
+    came at commit, where the outcome is unknown: retry with the same idempotency key."""
+
+
+class UnknownApiKey(CreditsError, LookupError):
+    """No API key has this key_id."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key has the id {key_id!r}; `credits keys list` shows them")
+        self.key_id = key_id
+
+
 class RefundRefused(CreditsError):
     """A bounce report that cannot be refunded (R18); the subclass says why."""
 

@@ -22,6 +22,7 @@ import attrs
 from credits_domain.charging import ChargeResult
 from credits_domain.contact import Channel, Contact
 from credits_domain.dedup import Ownership
+from credits_domain.keys import IssuedKey
 from credits_domain.ledger import LedgerEntry
 from credits_domain.verdict import Verdict
 from credits_domain.wallet import Wallet
@@ -130,4 +131,23 @@ class Repository(Protocol):
 
     def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:
         """Up to `limit` accounts whose next period boundary is at or before `now`."""
+        ...
+
+
+@runtime_checkable
+class ApiKeyStore(Protocol):
+    """Where the API's keys live (the scheme is `credits_domain.keys`)."""
+
+    def create(self, account: str) -> IssuedKey:
+        """A new key bound to `account` (which need not have subscribed yet)."""
+        ...
+
+    def authenticate(self, token: str) -> str | None:
+        """The account of an active key; None for a malformed, unknown or revoked key."""
+        ...
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke a key: True if it was active, False if it was revoked already.
+
+        Raises UnknownApiKey if no key has this id."""
         ...

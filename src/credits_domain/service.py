@@ -48,6 +48,12 @@ from credits_domain.errors import (
     invariant,
 )
 from credits_domain.ledger import Cause, LedgerEntry, Operation
+from credits_domain.limits import (
+    STATEMENT_PAGE_SIZE,
+    check_account,
+    check_destination,
+    check_idempotency_key,
+)
 from credits_domain.periods import Period, require_utc
 from credits_domain.plans import PLANS, Credits, Plan, resolve_plan
 from credits_domain.policy import ChargePolicy
@@ -56,11 +62,6 @@ from credits_domain.verdict import Verdict
 from credits_domain.wallet import PlanChange, Status, Wallet
 
 T = TypeVar("T")
-
-MAX_ACCOUNT_ID_LENGTH = 200
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-MAX_DESTINATION_LENGTH = 100
-STATEMENT_PAGE_SIZE = 1_000
 
 
 @attrs.frozen(kw_only=True)
@@ -99,42 +100,6 @@ class _Reservation:
 @attrs.frozen
 class _NewlyOwned:
     contacts: frozenset[Contact]
-
-
-def _printable(text: str) -> bool:
-    # Control characters (NUL above all, which PostgreSQL text cannot hold) are refused.
-    return text.isprintable()
-
-
-def _check_account(account: object) -> str:
-    if (
-        not isinstance(account, str)
-        or not account
-        or account != account.strip()
-        or len(account) > MAX_ACCOUNT_ID_LENGTH
-        or not _printable(account)
-    ):
-        raise InvalidRequest(
-            f"account must be a non-empty trimmed printable string of at most "
-            f"{MAX_ACCOUNT_ID_LENGTH} characters, got {account!r}"
-        )
-    return account
-
-
-def _check_key(key: object) -> str | None:
-    if key is None:
-        return None
-    if (
-        not isinstance(key, str)
-        or not key
-        or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH
-        or not _printable(key)
-    ):
-        raise InvalidRequest(
-            f"idempotency_key must be a non-empty printable string of at most "
-            f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {key!r}"
-        )
-    return key
 
 
 class CreditService:
@@ -194,7 +159,7 @@ class CreditService:
         return wallet, now
 
     def _change(self, account: str, change: Callable[[Wallet, datetime], T]) -> T:
-        account = _check_account(account)
+        account = check_account(account)
 
         def work(uow: UnitOfWork) -> T:
             wallet, now = self._load(uow, account)
@@ -210,7 +175,7 @@ class CreditService:
     def subscribe(self, account: str, plan: str | Plan) -> Subscription:
         """Start a subscription and grant the first allowance (R3). A lapsed account starts
         afresh from the new allowance; its forfeited credits never come back (R6)."""
-        account = _check_account(account)
+        account = check_account(account)
         chosen = resolve_plan(plan, self._plans)
 
         def work(uow: UnitOfWork) -> Subscription:
@@ -289,7 +254,7 @@ class CreditService:
     # -- reading (R20, R21) --------------------------------------------------------------
 
     def _read(self, account: str, read: Callable[[Wallet], T]) -> T:
-        account = _check_account(account)
+        account = check_account(account)
 
         def work(uow: UnitOfWork) -> T:
             wallet = uow.load_wallet(account)
@@ -381,7 +346,7 @@ class CreditService:
 
     def report_bounce(self, account: str, contact: Contact) -> LedgerEntry:
         """R18: refund a charged email that hard-bounced, once, within the refund window."""
-        account = _check_account(account)
+        account = check_account(account)
         if not isinstance(contact, Contact):
             raise InvalidRequest(f"contact must be a Contact, got {contact!r}")
         if contact.channel is not Channel.EMAIL:
@@ -428,16 +393,7 @@ class CreditService:
         idempotency_key: str | None = None,
     ) -> ChargeResult:
         """R13: export to a file or CRM; charges only data not owned yet, verified."""
-        if (
-            not isinstance(destination, str)
-            or not destination.strip()
-            or len(destination) > MAX_DESTINATION_LENGTH
-            or not _printable(destination)
-        ):
-            raise InvalidRequest(
-                f"destination must name a file format or CRM ('csv', 'hubspot'), "
-                f"got {destination!r}"
-            )
+        destination = check_destination(destination)
         return self._charge(account, Operation.EXPORT, contacts, destination, idempotency_key)
 
     def enrich(
@@ -470,8 +426,8 @@ class CreditService:
         destination: str | None,
         key: object,
     ) -> ChargeResult:
-        account = _check_account(account)
-        idempotency_key = _check_key(key)
+        account = check_account(account)
+        idempotency_key = check_idempotency_key(key)
         contacts = self._check_contacts(raw_contacts)
         # R17's digest is needed only under an idempotency key.
         digest = fingerprint(operation, contacts, destination) if idempotency_key else ""

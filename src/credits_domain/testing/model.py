@@ -1,7 +1,7 @@
 """An independent, deliberately naive model of the rules, the oracle of the state machine.
 
 It shares no code with the Wallet or the service beyond the value types: no holds, no
-phases, no storage, its own month arithmetic. What it computes is what RULES.md says a
+phases, no storage, its own month arithmetic. What it computes is what docs/rules.md says a
 single-threaded system must answer; the system under test must answer the same.
 """
 

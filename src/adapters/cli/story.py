@@ -3,11 +3,11 @@
 Everything here is deterministic: the data follow fixed patterns (no randomness), the
 clock is a `ManualClock` set to each step's instant, and the verifier is the in-memory
 `ScriptedVerifier`, answering from a script built together with the data. The story
-checks itself against RULES.md's worked examples as it goes (a mismatch is a bug and
-crashes through `invariant`). `adapters.cli` renders what it returns.
+checks itself against docs/rules.md's worked examples as it goes (a mismatch is a bug and
+crashes through `invariant`). `adapters.cli.replay` plays it.
 
 The cast (run 1; a later run on the same database suffixes the names, see `Cast`):
-- acme, on boost: RULES.md's worked examples, then a month of prospecting that uses
+- acme, on boost: docs/rules.md's worked examples, then a month of prospecting that uses
   exactly 7,500 email credits, an export to HubSpot, an enrichment, a bounce refund;
   the rollover example (12,000 - 7,500 + 12,000 = 16,500) at the first renewal;
 - globex, on power: a downgrade to boost, which waits for the next renewal (R7);
@@ -18,27 +18,18 @@ The cast (run 1; a later run on the same database suffixes the names, see `Cast`
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
 
-from adapters.memory import ManualClock, ScriptedVerifier
 from credits_domain import (
-    Balance,
-    Channel,
     ChargeResult,
     Contact,
     Credits,
     CreditsError,
     CreditService,
-    EntryKind,
-    LedgerEntry,
     NoActiveSubscription,
-    Operation,
-    Outcome,
-    Period,
     PlanChange,
     RefundWindowClosed,
     Repository,
@@ -54,7 +45,7 @@ MAX_RUNS = 1_000  # demo runs one database can hold before the demo asks for a f
 BULK_BATCHES = 8
 BULK_VALID_PER_BATCH = 900
 # acme's prospecting is sized so that period 0 uses exactly 7,500 email credits, as in
-# RULES.md's rollover example: 200 + 8 + 7 (worked examples) + 93 (export) + 5 (enrich).
+# docs/rules.md's rollover example: 200 + 8 + 7 (worked examples) + 93 (export) + 5 (enrich).
 BULK_VALID_TOTAL = 7_500 - 200 - 8 - 7 - 93 - 5
 
 # Names for the generated leads (plain word lists read better than long literals).
@@ -132,68 +123,6 @@ class Story:
     def size(self) -> int:
         """How many contacts the story handles (the progress bar's total)."""
         return sum(step.size for step in self.steps)
-
-
-@attrs.frozen(kw_only=True)
-class Happened:
-    step: Step
-    account: str
-    result: ChargeResult | None
-    note: str
-
-
-@attrs.frozen(kw_only=True)
-class LogLine:
-    """One line of the story's log: a step, or consecutive steps of one group."""
-
-    at: datetime
-    account: str
-    title: str
-    note: str
-    rules: str
-
-
-@attrs.frozen(kw_only=True)
-class PeriodRow:
-    """One pool of one billing period of an account, from its ledger (R21).
-
-    Forfeits at a period's end (lapse R6, rollover cap R5) close that period.
-    """
-
-    index: int
-    period: Period
-    plans: tuple[str, ...]
-    pool: Channel
-    carried_in: int
-    granted: int
-    used: int
-    refunded: int
-    forfeited: int
-    closing: int
-
-
-@attrs.frozen(kw_only=True)
-class StatementLine:
-    """Consecutive ledger entries of one request, one pool and one kind, taken together."""
-
-    at: datetime
-    kind: EntryKind
-    operation: Operation
-    pool: Channel
-    count: int
-    amount: int
-    balance_after: int
-    detail: str
-
-
-@attrs.frozen(kw_only=True)
-class DemoRun:
-    cast: Cast
-    happened: tuple[Happened, ...]
-    balances: dict[str, Balance]  # at END
-    plans: dict[str, str]  # at END
-    statuses: dict[str, str]  # at END
-    service: CreditService  # on the story's clock, stopped at END
 
 
 # -- the data ---------------------------------------------------------------------------
@@ -355,7 +284,7 @@ def story() -> Story:
         for role, plan in PLAN_OF_ROLE.items()
     ]
 
-    # acme: RULES.md's worked examples, word for word.
+    # acme: docs/rules.md's worked examples, word for word.
     first200 = data.emails(200)
     ten = data.emails(10, _every(5, 2, Verdict.INVALID))  # positions 2 and 7 invalid
     nine = data.emails(9, _every(4, 1, Verdict.INVALID))  # positions 1 and 5 invalid
@@ -659,209 +588,3 @@ def story() -> Story:
     ]
     # Written account by account; played in time order (stable: same instant, same order).
     return Story(steps=tuple(sorted(steps, key=lambda step: step.at)), script=data.script)
-
-
-def replay(
-    repository: Repository,
-    cast: Cast,
-    plot: Story,
-    on_step: Callable[[Step], None] | None = None,
-) -> DemoRun:
-    """Play `plot` against `repository` under `cast`'s names; `on_step` after each step."""
-    clock = ManualClock(START)
-    service = CreditService(
-        repository=repository, verifier=ScriptedVerifier(plot.script), clock=clock
-    )
-    happened: list[Happened] = []
-    for step in plot.steps:
-        clock.set(step.at)
-        account = cast.name(step.role)
-        happened.append(_play(service, step, account))
-        if on_step is not None:
-            on_step(step)
-    balances = {name: service.balance(name) for name in cast.names}
-    subs = {name: service.subscription(name) for name in cast.names}
-    return DemoRun(
-        cast=cast,
-        happened=tuple(happened),
-        balances=balances,
-        plans={name: sub.plan.name for name, sub in subs.items()},
-        statuses={name: sub.status.value for name, sub in subs.items()},
-        service=service,
-    )
-
-
-def _play(service: CreditService, step: Step, account: str) -> Happened:
-    try:
-        outcome = step.action(service, account)
-    except CreditsError as exc:
-        if step.refusal is None or not isinstance(exc, step.refusal):
-            raise
-        return Happened(step=step, account=account, result=None, note=f"refused: {exc}")
-    invariant(step.refusal is None, f"demo: {step.title!r} should have been refused")
-    if isinstance(outcome, str):
-        return Happened(step=step, account=account, result=None, note=outcome)
-    if step.expect is not None:
-        invariant(
-            outcome.charged_credits == step.expect,
-            f"demo: {step.title!r} charged {outcome.charged_credits}, expected {step.expect}",
-        )
-    return Happened(step=step, account=account, result=outcome, note=describe(outcome))
-
-
-def log_lines(happened: Sequence[Happened]) -> list[LogLine]:
-    """The log of a run, with each group of consecutive steps taken together."""
-    lines: list[LogLine] = []
-    for _, run in itertools.groupby(happened, key=lambda h: (h.step.group or id(h), h.account)):
-        steps = list(run)
-        first, last = steps[0], steps[-1]
-        title, note = first.step.title, first.note
-        if len(steps) > 1:
-            results = [h.result for h in steps if h.result is not None]
-            invariant(len(results) == len(steps), "a group of steps is of charging steps")
-            merged = ChargeResult(
-                operation=results[0].operation,
-                items=tuple(item for result in results for item in result.items),
-            )
-            title = (
-                f"{first.step.group}: {len(steps)} requests, "
-                f"{first.step.at:%b %d} to {last.step.at:%b %d}"
-            )
-            note = describe(merged)
-        lines.append(
-            LogLine(
-                at=first.step.at,
-                account=first.account,
-                title=title,
-                note=note,
-                rules=first.step.rules,
-            )
-        )
-    return lines
-
-
-def describe(result: ChargeResult) -> str:
-    """'8 email charged; 2 not verified (invalid)' and so on."""
-    charged = result.charged_credits
-    pools = [
-        f"{n:,} {name}" for name, n in (("email", charged.email), ("mobile", charged.mobile)) if n
-    ]
-    parts = [f"{' + '.join(pools) or 'nothing'} charged"]
-    for outcome, label in (
-        (Outcome.ALREADY_OWNED, "already owned"),
-        (Outcome.DUPLICATE_IN_REQUEST, "repeated in the request"),
-        (Outcome.INSUFFICIENT_CREDITS, "beyond the balance"),
-    ):
-        if n := result.count(outcome):
-            parts.append(f"{n:,} {label}")
-    refused = {
-        verdict: sum(
-            1
-            for item in result.items
-            if item.outcome is Outcome.NOT_VERIFIED and item.verdict is verdict
-        )
-        for verdict in Verdict
-    }
-    if any(refused.values()):
-        detail = ", ".join(f"{n:,} {verdict_label(v)}" for v, n in refused.items() if n)
-        parts.append(f"not verified: {detail}")
-    return "; ".join(parts)
-
-
-def verdict_label(verdict: Verdict) -> str:
-    return verdict.value.replace("_", "-")
-
-
-# -- reading the ledger back (R21) ------------------------------------------------------
-
-
-def period_rows(service: CreditService, account: str) -> list[PeriodRow]:
-    """Per billing period and pool: carried in, granted, used, refunded, forfeited, closing."""
-    anchor = service.period(account, 0).start
-    sums: dict[tuple[int, Channel], dict[EntryKind, int]] = {}
-    closing: dict[tuple[int, Channel], int] = {}
-    plans: dict[int, list[str]] = {}
-    index = 0
-    for entry in service.statement(account):
-        invariant(entry.at >= anchor, "the demo's accounts never subscribe twice")
-        index = _period_index(anchor, index, entry)
-        key = (index, entry.pool)
-        by_kind = sums.setdefault(key, {})
-        by_kind[entry.kind] = by_kind.get(entry.kind, 0) + entry.amount
-        closing[key] = entry.balance_after
-        if entry.kind is EntryKind.GRANT and entry.cause.plan is not None:
-            seen = plans.setdefault(index, [])
-            if entry.cause.plan not in seen:
-                seen.append(entry.cause.plan)
-    rows: list[PeriodRow] = []
-    last = {pool: 0 for pool in Channel}
-    for i in range(max((i for i, _ in sums), default=-1) + 1):
-        for pool in Channel:
-            by_kind = sums.get((i, pool), {})
-            end = closing.get((i, pool), last[pool])
-            rows.append(
-                PeriodRow(
-                    index=i,
-                    period=Period.of(anchor, i),
-                    plans=tuple(plans.get(i, ())),
-                    pool=pool,
-                    carried_in=last[pool],
-                    granted=by_kind.get(EntryKind.GRANT, 0) + by_kind.get(EntryKind.TOP_UP, 0),
-                    used=-by_kind.get(EntryKind.CHARGE, 0),
-                    refunded=by_kind.get(EntryKind.REFUND, 0),
-                    forfeited=-by_kind.get(EntryKind.FORFEIT, 0),
-                    closing=end,
-                )
-            )
-            last[pool] = end
-    return rows
-
-
-def _period_index(anchor: datetime, index: int, entry: LedgerEntry) -> int:
-    """The period an entry belongs to, from the one before (entries come in time order)."""
-    for _ in range(10_000):  # a period per month: 800 years
-        end = Period.of(anchor, index).end
-        at_end_forfeit = entry.kind is EntryKind.FORFEIT and entry.at == end
-        if entry.at < end or at_end_forfeit:
-            return index
-        index += 1
-    raise AssertionError("invariant broken: ledger entry centuries after its anchor")
-
-
-def grouped_statement(
-    service: CreditService, account: str, period: Period | None = None
-) -> Iterator[StatementLine]:
-    """The statement with consecutive entries of one kind, pool, instant and cause joined."""
-    line: StatementLine | None = None
-    for entry in service.statement(account, period):
-        detail = entry.cause.destination or entry.cause.note or ""
-        if entry.cause.operation is Operation.BOUNCE and entry.cause.datum:
-            detail = entry.cause.datum.split(":", 1)[1]
-        if line is not None and (line.at, line.kind, line.operation, line.pool, line.detail) == (
-            entry.at,
-            entry.kind,
-            entry.cause.operation,
-            entry.pool,
-            detail,
-        ):
-            line = attrs.evolve(
-                line,
-                count=line.count + 1,
-                amount=line.amount + entry.amount,
-                balance_after=entry.balance_after,
-            )
-            continue
-        if line is not None:
-            yield line
-        line = StatementLine(
-            at=entry.at,
-            kind=entry.kind,
-            operation=entry.cause.operation,
-            pool=entry.pool,
-            count=1,
-            amount=entry.amount,
-            balance_after=entry.balance_after,
-            detail=detail,
-        )
-    if line is not None:
-        yield line

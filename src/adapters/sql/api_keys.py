@@ -1,11 +1,12 @@
 """`SqlApiKeyStore`: the API keys in the SQL database, table `credits_api_keys`.
 
-The table is created by the Alembic revision 0003 (src/adapters/sql_migrations); keys are
-stored as in `adapters.http.keys`: the SHA-256 of the key, never the key.
+The table is created by the Alembic revision 0003 (`migrations/`); keys are
+stored as `credits_domain.keys` says: the SHA-256 of the key, never the key.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -13,19 +14,20 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from adapters.http.keys import (
+from adapters.sql.engine import READ_ONLY_OPTION
+from adapters.sql.errors import ApiKeysTableMissing
+from adapters.sql.schema import UtcInstant
+from credits_domain import Clock, InvalidRequest, UnknownApiKey
+from credits_domain.keys import (
+    KEY_ENTROPY_BYTES,
     ApiKeyRecord,
     IssuedKey,
-    UnknownApiKey,
     hash_key,
     key_id_of,
     new_key,
     verify,
 )
-from adapters.memory import SystemClock
-from adapters.sql import READ_ONLY_OPTION, UtcInstant
-from credits_domain import Clock, InvalidRequest
-from credits_domain.service import MAX_ACCOUNT_ID_LENGTH
+from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH
 
 metadata = sa.MetaData()
 
@@ -41,10 +43,6 @@ api_keys = sa.Table(
     sa.Column("created_at", UtcInstant(), nullable=False),
     sa.Column("revoked_at", UtcInstant(), nullable=True),
 )
-
-
-class ApiKeysTableMissing(RuntimeError):
-    """The database has no API keys table: its migrations have not been applied."""
 
 
 class SqlApiKeyStore:
@@ -65,14 +63,14 @@ class SqlApiKeyStore:
         self,
         engine: sa.Engine,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         cache_ttl_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not cache_ttl_s >= 0:
             raise InvalidRequest(f"cache_ttl_s must be >= 0, got {cache_ttl_s!r}")
         self._engine = engine
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock = clock
         self._cache_ttl_s = cache_ttl_s
         self._monotonic = monotonic
         self._cache_lock = threading.Lock()
@@ -88,7 +86,9 @@ class SqlApiKeyStore:
             )
 
     def create(self, account: str) -> IssuedKey:
-        issued, record = new_key(account, self._clock.now())
+        issued, record = new_key(
+            account, self._clock.now(), entropy=secrets.token_bytes(KEY_ENTROPY_BYTES)
+        )
         with self._engine.begin() as conn:
             conn.execute(
                 api_keys.insert().values(

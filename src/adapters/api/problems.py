@@ -19,17 +19,22 @@ slug and status. The status codes follow one rule:
   a value of the body, not a resource of the URL);
 - 409: the request is well-formed but conflicts with the account's state (already
   subscribed, paused, lapsed, idempotency key reused or in flight, hold expired);
-- 500: a bug; never the answer to bad input.
+- 500: a bug, or the storage refused an operation (a schema out of step); never the
+  answer to bad input; the detail says nothing of the storage's internals (it is logged);
+- 503: the storage cannot be reached right now; `Retry-After` says when to try again.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import attrs
 from starlette.responses import JSONResponse
 
 from credits_domain import errors
+
+log = logging.getLogger(__name__)
 
 PROBLEM_BASE: Final = "https://credits-domain.dev/problems/"
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
@@ -94,6 +99,11 @@ DOMAIN_PROBLEMS: Final[dict[type[errors.CreditsError], ProblemKind]] = {
     ),
     errors.NotAnEmail: _kind("not-an-email", 422, "Only emails bounce"),
     errors.RefundRefused: _kind("refund-refused", 409, "The bounce cannot be refunded"),
+    errors.StorageUnavailable: _kind(
+        "storage-unavailable", 503, "The storage is unavailable for a moment; retry"
+    ),
+    errors.StorageError: _kind("storage-error", 500, "The storage failed; nothing was done"),
+    errors.UnknownApiKey: _kind("unknown-api-key", 404, "No such API key"),
     errors.CreditsError: _kind("credits-error", 409, "The request was refused"),
 }
 
@@ -110,8 +120,8 @@ ALL_KINDS: Final[tuple[ProblemKind, ...]] = (
     *DOMAIN_PROBLEMS.values(),
 )
 
-# Errors whose condition passes with time: the answer says when to try again.
-RETRYABLE: Final = frozenset({"request-in-flight", "concurrency-conflict"})
+# Errors whose condition passes with time: the answer says when to try again (seconds).
+RETRY_AFTER_S: Final = {"request-in-flight": 1, "concurrency-conflict": 1, "storage-unavailable": 5}
 
 
 def kind_of(error: errors.CreditsError) -> ProblemKind:
@@ -160,8 +170,9 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> ProblemResponse:
     all_headers = dict(headers or {})
-    if kind.slug in RETRYABLE:
-        all_headers.setdefault("Retry-After", "1")
+    retry_after_s = RETRY_AFTER_S.get(kind.slug)
+    if retry_after_s is not None:
+        all_headers.setdefault("Retry-After", str(retry_after_s))
     if kind.status == 401:
         all_headers.setdefault("WWW-Authenticate", 'Bearer realm="credits"')
     return ProblemResponse(
@@ -170,4 +181,9 @@ def problem_response(
 
 
 def domain_problem(error: errors.CreditsError, instance: str | None = None) -> ProblemResponse:
-    return problem_response(kind_of(error), str(error), instance=instance)
+    kind = kind_of(error)
+    if isinstance(error, errors.StorageError):
+        # The storage's own words may name tables and hosts: they go to the log only.
+        log.warning("storage: %s (%s)", error, instance)
+        return problem_response(kind, kind.title, instance=instance)
+    return problem_response(kind, str(error), instance=instance)

@@ -24,8 +24,8 @@ from typing import Any, Final
 
 import attrs
 
-from adapters.http.phones import parse_phone
-from adapters.http.problems import DOMAIN_PROBLEMS, ProblemError
+from adapters.api.problems import DOMAIN_PROBLEMS, ProblemError
+from adapters.phones import parse_phone
 from credits_domain import (
     Balance,
     BatchTooLarge,
@@ -40,10 +40,10 @@ from credits_domain import (
     PlanChange,
     Subscription,
 )
+from credits_domain.limits import MAX_DESTINATION_LENGTH
 
 MAX_VALUE_LENGTH: Final = 320  # an email is at most 64 + 1 + 253 characters, with slack
 MAX_PLAN_NAME_LENGTH: Final = 100
-MAX_DESTINATION_LENGTH: Final = 100  # the core's own bound (service.MAX_DESTINATION_LENGTH)
 MAX_STATEMENT_LIMIT: Final = 1000
 DEFAULT_STATEMENT_LIMIT: Final = 100
 # Period indexes are months from the anchor: 1,200 is a century, the core's own horizon

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from adapters.http import schemas
-from adapters.http.problems import ALL_KINDS, PROBLEM_MEDIA_TYPE, problem_type
+from adapters.api import schemas
+from adapters.api.problems import ALL_KINDS, PROBLEM_MEDIA_TYPE, problem_type
 from credits_domain import Channel, EntryKind, Operation, Outcome, PlanChange, Status, Verdict
-from credits_domain.service import (
+from credits_domain.limits import (
     MAX_ACCOUNT_ID_LENGTH,
     MAX_DESTINATION_LENGTH,
     MAX_IDEMPOTENCY_KEY_LENGTH,

@@ -41,10 +41,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.http import schemas
-from adapters.http.keys import ApiKeyStore
-from adapters.http.openapi import openapi_document
-from adapters.http.problems import (
+from adapters.api import schemas
+from adapters.api.openapi import openapi_document
+from adapters.api.problems import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
     MALFORMED_HEADER,
@@ -57,12 +56,17 @@ from adapters.http.problems import (
     domain_problem,
     problem_response,
 )
-from credits_domain import ChargeResult, CreditsError, CreditService, UnknownAccount
-from credits_domain.service import MAX_IDEMPOTENCY_KEY_LENGTH
+from credits_domain import (
+    ApiKeyStore,
+    ChargeResult,
+    CreditsError,
+    CreditService,
+    UnknownAccount,
+)
+from credits_domain.limits import DEFAULT_API_BATCH, MAX_IDEMPOTENCY_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH: Final = 1000
 # Room for one contact in JSON ({"channel":"mobile","value":"...","region":"GB"} with a
 # 320-character value and generous white space), and for the rest of the body.
 BODY_BYTES_PER_CONTACT: Final = 512
@@ -335,7 +339,7 @@ class _Api:
 
 
 def create_app(
-    service: CreditService, keys: ApiKeyStore, *, max_batch: int = DEFAULT_MAX_BATCH
+    service: CreditService, keys: ApiKeyStore, *, max_batch: int = DEFAULT_API_BATCH
 ) -> Starlette:
     """The ASGI application of the API.
 

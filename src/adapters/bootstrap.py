@@ -1,0 +1,175 @@
+"""The composition root: the one place that wires the core's ports to adapters.
+
+    with bootstrap.build(Settings(database_url="sqlite:///credits.db")) as wiring:
+        wiring.service.balance("acme")
+
+`build` makes a CreditService (and the API key store) from `Settings`: which database,
+which verifier, which clock. The driving adapters (the CLI, `credits serve`) get storage
+and the verifier only from here; nothing is connected or started at import time, and
+the SQL adapter is imported only when a database is opened, so the core and the memory
+adapter work without the `sql` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import attrs
+
+from adapters.clock import SystemClock
+from credits_domain import (
+    ApiKeyStore,
+    ChargePolicy,
+    Clock,
+    CreditService,
+    InvalidRequest,
+    Repository,
+    Verdict,
+    Verifier,
+)
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+DEFAULT_DATABASE_URL = "sqlite:///credits.db"
+"""The embedded default: an SQLite file in the current directory."""
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """What to wire.
+
+    - `database_url`: `sqlite:///path.db` (the default, `credits.db` here) or
+      `postgresql+psycopg://user@host/db`; `migrate=True` upgrades its schema first.
+    - The verifier, one of: `verifier_url` (the verification service, production);
+      `verifier_script` (a ScriptedVerifier: the script's verdicts, VALID for the rest;
+      an empty script verifies everything VALID: demos and benchmarks only); neither
+      (NoVerifier: the service reads and renews, and any charge is a bug).
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    migrate: bool = False
+    verifier_url: str | None = None
+    verifier_dialect: str = "native"
+    verifier_script: Mapping[str, Verdict] | None = None
+    policy: ChargePolicy = attrs.field(factory=ChargePolicy)
+
+    def __attrs_post_init__(self) -> None:
+        if self.verifier_url is not None and self.verifier_script is not None:
+            raise InvalidRequest("give either a verifier URL or a verifier script, not both")
+
+
+@attrs.define
+class Wiring:
+    """What `build` made; `close()` (or leaving the `with` block) releases it."""
+
+    service: CreditService
+    repository: Repository
+    keys: ApiKeyStore
+    verifier: Verifier
+    clock: Clock
+    _closers: list[object] = attrs.field(factory=list, alias="closers")
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer.close()  # type: ignore[attr-defined]
+        self._closers.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def build_verifier(settings: Settings) -> Verifier:
+    from adapters.verifier import Dialect, HttpVerifier, NoVerifier, ScriptedVerifier
+
+    if settings.verifier_url is not None:
+        try:
+            dialect = Dialect(settings.verifier_dialect)
+        except ValueError:
+            known = ", ".join(d.value for d in Dialect)
+            raise InvalidRequest(
+                f"verifier dialect must be one of {known}, got {settings.verifier_dialect!r}"
+            ) from None
+        return HttpVerifier(settings.verifier_url, dialect=dialect)
+    if settings.verifier_script is not None:
+        return ScriptedVerifier(settings.verifier_script)
+    return NoVerifier()
+
+
+def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
+    """Open the database, make the verifier, and wire a CreditService over them."""
+    from adapters.sql import SqlApiKeyStore, SqlRepository
+
+    clock = clock if clock is not None else SystemClock()
+    repository = SqlRepository.connect(settings.database_url, migrate=settings.migrate)
+    closers: list[object] = [repository]
+    try:
+        verifier = build_verifier(settings)
+        if hasattr(verifier, "close"):
+            closers.append(verifier)
+        keys = SqlApiKeyStore(repository.engine, clock=clock)
+    except BaseException:
+        for closer in reversed(closers):
+            closer.close()  # type: ignore[attr-defined]
+        raise
+    service = CreditService(
+        repository=repository, verifier=verifier, clock=clock, policy=settings.policy
+    )
+    return Wiring(
+        service=service,
+        repository=repository,
+        keys=keys,
+        verifier=verifier,
+        clock=clock,
+        closers=closers,
+    )
+
+
+def build_app(wiring: Wiring, *, max_batch: int | None = None) -> Starlette:
+    """The HTTP API over a wiring's service and key store."""
+    from adapters.api import create_app
+
+    if max_batch is None:
+        return create_app(wiring.service, wiring.keys)
+    return create_app(wiring.service, wiring.keys, max_batch=max_batch)
+
+
+def upgrade_database(url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Bring the schema of the database at `url` to the newest revision; returns the
+    revisions (before, after)."""
+    from adapters.sql import upgrade
+
+    done = upgrade(url)
+    return done.before, done.after
+
+
+def describe_database(url: str) -> str:
+    """Where the database at `url` lives, for people (no password)."""
+    from adapters.sql import describe_url
+
+    return describe_url(url)
+
+
+def display_database(url: str) -> str:
+    """The URL without its password."""
+    from adapters.sql import display_url
+
+    return display_url(url)
+
+
+def database_file(url: str) -> str | None:
+    """The file an SQLite URL names (None for a server or in-memory database)."""
+    from adapters.sql import sqlite_file
+
+    found = sqlite_file(url)
+    return None if found is None else str(found)

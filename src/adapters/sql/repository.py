@@ -1,0 +1,195 @@
+"""SQL storage: the Repository port on SQLAlchemy 2 Core, for SQLite and PostgreSQL.
+
+    repository = SqlRepository.connect("sqlite:///credits.db", migrate=True)
+    service = CreditService(repository=repository, verifier=..., clock=...)
+
+One code path serves both databases; a statement differs per dialect only where a
+dialect needs it, and says why. SQLite (the stdlib `sqlite3` driver) is the embedded
+default; PostgreSQL goes through psycopg 3 (`postgresql+psycopg://...`).
+
+Concurrency (the port's promise: while a unit of work has loaded an account's wallet,
+no other unit of work changes that account):
+- PostgreSQL, READ COMMITTED: `load_wallet` is `SELECT ... FOR UPDATE` on the wallet
+  row. Every writer of an account loads its wallet first, so the writers of one account
+  queue on that row lock and see each other's committed rows; writers of different
+  accounts never wait for each other. A lock wait is bounded by `lock_timeout`.
+- SQLite: one writer at a time for the whole file. Every unit of work starts with
+  `BEGIN IMMEDIATE`, which takes the write lock up front (a deferred transaction that
+  reads and then writes would fail at once with SQLITE_BUSY instead of waiting); WAL lets
+  readers go on meanwhile; the busy timeout bounds the wait.
+- Belt and braces: `save_wallet` updates the row only `WHERE version = <loaded version>`.
+- A lost race (unique violation, serialization failure, deadlock, lock timeout,
+  SQLITE_BUSY after the timeout) surfaces as `ConcurrencyConflict`, which the service
+  retries a bounded number of times.
+A unit of work never keeps its transaction after it exits; the service opens none while
+the verifier runs (R16).
+
+Bounded work: everything is read by key through an index; a request's ownership is
+looked up in chunks of `OWNERSHIP_CHUNK` contacts, and its ledger entries, ownership
+records and holds are written with one executemany each. Nothing ever loads an
+account's whole ledger or ownership set.
+
+The schema is created and upgraded by the Alembic migrations shipped in
+`adapters.sql_migrations`; its constraints and triggers enforce the rules by themselves
+(see the migrations). This module's table objects describe the columns it reads and
+writes, for building statements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from adapters.sql.codecs import (
+    entry_from_row,
+)
+from adapters.sql.engine import (
+    DEFAULT_LOCK_WAIT_S,
+    DEFAULT_URL,
+    READ_ONLY_OPTION,
+    create_engine,
+)
+from adapters.sql.errors import (
+    translated,
+)
+from adapters.sql.migrate import (
+    require_head,
+    upgrade_engine,
+)
+from adapters.sql.schema import (
+    ledger,
+    wallets,
+)
+from adapters.sql.unit_of_work import (
+    SqlUnitOfWork,
+)
+from credits_domain import (
+    Channel,
+    InvalidRequest,
+    LedgerEntry,
+)
+from credits_domain.periods import require_utc
+
+# -- the repository --------------------------------------------------------------------
+
+
+class SqlRepository:
+    """The Repository port on a SQL database. Open it with `SqlRepository.connect(url)`."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Wrap an engine made by `create_engine`, as is: the schema is not checked."""
+        self._engine = engine
+
+    @classmethod
+    def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        migrate: bool = False,
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+    ) -> SqlRepository:
+        """Open the database at `url`; with `migrate=True` first upgrade its schema.
+
+        Raises SchemaOutOfDate when the schema is older than this package (or the
+        database is empty) and `migrate` is false.
+        """
+        engine = create_engine(url, lock_wait_s=lock_wait_s)
+        try:
+            if migrate:
+                upgrade_engine(engine, "head")
+            require_head(engine, url)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for operators' queries and tests)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def unit_of_work(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._engine)
+
+    @staticmethod
+    def _check_limit(limit: int) -> int:
+        # Every read is bounded: SQLite reads a negative LIMIT as "no limit" at all.
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise InvalidRequest(f"limit must be a whole number >= 0, got {limit!r}")
+        return limit
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        with translated(what), self._engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY_OPTION: True})
+            yield connection
+
+    def entries(
+        self,
+        account: str,
+        *,
+        after_seq: int = -1,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> Sequence[LedgerEntry]:
+        query = sa.select(ledger).where(ledger.c.account == account, ledger.c.seq > after_seq)
+        if since is not None:
+            query = query.where(ledger.c.at >= require_utc(since, "since"))
+        if until is not None:
+            query = query.where(ledger.c.at < require_utc(until, "until"))
+        query = query.order_by(ledger.c.seq).limit(self._check_limit(limit))
+        with self._reading("reading the ledger") as connection:
+            return [entry_from_row(row) for row in connection.execute(query)]
+
+    def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
+        # Newest first along the (account, pool, at, seq) index: one index probe (R21).
+        query = (
+            sa.select(ledger)
+            .where(
+                ledger.c.account == account,
+                ledger.c.pool == pool.value,
+                ledger.c.at <= require_utc(at, "at"),
+            )
+            .order_by(ledger.c.at.desc(), ledger.c.seq.desc())
+            .limit(1)
+        )
+        with self._reading("reading the ledger") as connection:
+            row = connection.execute(query).one_or_none()
+        return None if row is None else entry_from_row(row)
+
+    def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:
+        # Oldest boundary first, along the (next_boundary_at, account) index; a lapsed
+        # wallet has no boundary (NULL) and is never due.
+        query = (
+            sa.select(wallets.c.account)
+            .where(wallets.c.next_boundary_at <= require_utc(now, "now"))
+            .order_by(wallets.c.next_boundary_at, wallets.c.account)
+            .limit(self._check_limit(limit))
+        )
+        with self._reading("finding due accounts") as connection:
+            return list(connection.execute(query).scalars())
