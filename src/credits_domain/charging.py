@@ -1,14 +1,17 @@
-"""The outcome of a charging request, and the pure settlement rule of R10, R12, R15."""
+"""A charging request, its outcome, and the pure rules that decide and assemble it
+(R10, R12, R15, R17): `settle` decides each new datum, `charge_result` answers the request.
+"""
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import attrs
 
 from credits_domain.contact import Channel, Contact
+from credits_domain.errors import invariant
 from credits_domain.ledger import Operation
 from credits_domain.plans import Credits, Price
 from credits_domain.policy import ChargePolicy
@@ -72,6 +75,42 @@ def fingerprint(operation: Operation, contacts: Sequence[Contact], destination: 
 
 
 @attrs.frozen(kw_only=True)
+class ChargeRequest:
+    """One unlock, export or enrich request, as it travels through reserve, verify, settle.
+
+    Build it with `ChargeRequest.of`, from contacts already checked by the caller.
+    """
+
+    account: str
+    operation: Operation
+    contacts: tuple[Contact, ...]  # as asked, in order, repeats included
+    unique: tuple[Contact, ...]  # first occurrences, in order: they are the ones that pay (R12)
+    destination: str | None = None
+    idempotency_key: str | None = None
+    fingerprint: str = ""  # R17's digest; empty without a key, as nothing compares it then
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        account: str,
+        operation: Operation,
+        contacts: Sequence[Contact],
+        destination: str | None,
+        idempotency_key: str | None,
+    ) -> ChargeRequest:
+        return cls(
+            account=account,
+            operation=operation,
+            contacts=tuple(contacts),
+            unique=tuple(dict.fromkeys(contacts)),
+            destination=destination,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint(operation, contacts, destination) if idempotency_key else "",
+        )
+
+
+@attrs.frozen(kw_only=True)
 class Candidate:
     """A contact of a request that the account does not own yet, with its price."""
 
@@ -89,6 +128,10 @@ class Settlement:
     @property
     def complete(self) -> bool:
         return not self.to_verify
+
+    def charged(self, candidates: Iterable[Candidate]) -> list[Candidate]:
+        """The candidates decided CHARGED, in request order."""
+        return [c for c in candidates if self.decided[c.contact] is Outcome.CHARGED]
 
 
 def settle(
@@ -135,3 +178,49 @@ def settle(
             # Beyond the balance, whatever its verdict, if it was verified early (R15).
             decided[contact] = Outcome.INSUFFICIENT_CREDITS
     return Settlement(decided=decided, to_verify=tuple(to_verify))
+
+
+def charge_result(
+    request: ChargeRequest,
+    candidates: Sequence[Candidate],
+    settlement: Settlement,
+    verdicts: Mapping[Contact, Verdict],
+    owned: Collection[Contact],
+) -> ChargeResult:
+    """The answer to a settled request: one item per contact, in request order.
+
+    The first occurrence of a contact gets its outcome: CHARGED with its verdict and what
+    it cost, ALREADY_OWNED if `owned` holds it (R12), otherwise what `settle` decided with
+    the verdict if it has one (NOT_VERIFIED, R10; INSUFFICIENT_CREDITS, R15). A repeat is
+    DUPLICATE_IN_REQUEST (R12).
+    """
+    invariant(settlement.complete, "a result is assembled only once every datum is decided")
+    prices = {c.contact: c.price for c in settlement.charged(candidates)}
+    items: list[ItemResult] = []
+    seen: set[Contact] = set()
+    for contact in request.contacts:
+        if contact in seen:
+            items.append(ItemResult(contact=contact, outcome=Outcome.DUPLICATE_IN_REQUEST))
+            continue
+        seen.add(contact)
+        price = prices.get(contact)
+        if price is not None:
+            item = ItemResult(
+                contact=contact,
+                outcome=Outcome.CHARGED,
+                verdict=verdicts[contact],
+                pool=price.pool,
+                credits=price.credits,
+            )
+        elif contact in owned:
+            item = ItemResult(contact=contact, outcome=Outcome.ALREADY_OWNED)
+        else:
+            item = ItemResult(
+                contact=contact,
+                outcome=settlement.decided[contact],
+                verdict=verdicts.get(contact),
+            )
+        items.append(item)
+    return ChargeResult(
+        operation=request.operation, items=tuple(items), idempotency_key=request.idempotency_key
+    )

@@ -23,10 +23,10 @@ import attrs
 
 from credits_domain.charging import (
     Candidate,
+    ChargeRequest,
     ChargeResult,
-    ItemResult,
-    Outcome,
-    fingerprint,
+    Settlement,
+    charge_result,
     settle,
 )
 from credits_domain.contact import Channel, Contact
@@ -91,14 +91,27 @@ class Subscription:
 
 @attrs.frozen(kw_only=True)
 class _Reservation:
+    """What reserve decided: the hold, and the new data it is for, priced (R2, R16)."""
+
     hold_id: str | None
     candidates: tuple[Candidate, ...]
     capacity: Credits
     owned: frozenset[Contact]
 
 
+@attrs.frozen(kw_only=True)
+class _Verified:
+    """What verification ended with: every datum decided, from these verdicts and owned data."""
+
+    settlement: Settlement
+    verdicts: Mapping[Contact, Verdict]
+    owned: frozenset[Contact]
+
+
 @attrs.frozen
 class _NewlyOwned:
+    """Data a concurrent request bought while this one was verified (R12)."""
+
     contacts: frozenset[Contact]
 
 
@@ -422,43 +435,36 @@ class CreditService:
         self,
         account: str,
         operation: Operation,
-        raw_contacts: Iterable[Contact],
+        contacts: Iterable[Contact],
         destination: str | None,
         key: object,
     ) -> ChargeResult:
-        account = check_account(account)
-        idempotency_key = check_idempotency_key(key)
-        contacts = self._check_contacts(raw_contacts)
-        # R17's digest is needed only under an idempotency key.
-        digest = fingerprint(operation, contacts, destination) if idempotency_key else ""
-        unique = list(dict.fromkeys(contacts))  # R12: first occurrence pays
-
-        reserved = self._transact(
-            lambda uow: self._reserve(uow, account, unique, digest, idempotency_key)
+        request = ChargeRequest.of(  # arguments are checked in this order
+            account=check_account(account),
+            operation=operation,
+            idempotency_key=check_idempotency_key(key),
+            contacts=self._check_contacts(contacts),
+            destination=destination,
         )
+        reserved = self._transact(functools.partial(self._reserve, request=request))
         if isinstance(reserved, ChargeResult):
             return reserved
         owned = set(reserved.owned)
         verdicts: dict[Contact, Verdict] = {}
         # Each pass verifies at least one more datum or learns that one more is owned.
         for _ in range(2 * len(reserved.candidates) + 2):
-            plan = settle(reserved.candidates, verdicts, owned, reserved.capacity, self._policy)
-            if plan.to_verify:
-                verdicts.update(self._verify(plan.to_verify))
+            settlement = settle(
+                reserved.candidates, verdicts, owned, reserved.capacity, self._policy
+            )
+            if not settlement.complete:
+                verdicts.update(self._verify(settlement.to_verify))
                 continue
+            verified = _Verified(
+                settlement=settlement, verdicts=dict(verdicts), owned=frozenset(owned)
+            )
             settled = self._transact(
                 functools.partial(
-                    self._settle,
-                    account=account,
-                    operation=operation,
-                    contacts=contacts,
-                    reserved=reserved,
-                    verdicts=dict(verdicts),
-                    owned=frozenset(owned),
-                    decided=plan.decided,
-                    destination=destination,
-                    key=idempotency_key,
-                    digest=digest,
+                    self._settle, request=request, reserved=reserved, verified=verified
                 )
             )
             if isinstance(settled, ChargeResult):
@@ -467,31 +473,20 @@ class CreditService:
             owned |= settled.contacts
         raise AssertionError("invariant broken: settlement did not converge")
 
-    def _reserve(
-        self,
-        uow: UnitOfWork,
-        account: str,
-        unique: list[Contact],
-        digest: str,
-        key: str | None,
-    ) -> _Reservation | ChargeResult:
+    def _reserve(self, uow: UnitOfWork, *, request: ChargeRequest) -> _Reservation | ChargeResult:
+        """Replay or refuse by idempotency key (R17), then hold what the new data could cost,
+        up to what is available (R15, R16)."""
+        account, key = request.account, request.idempotency_key
         wallet, now = self._load(uow, account)
-        if key is not None:
-            record = uow.idempotency.get(account, key)
-            if record is not None:
-                if record.fingerprint != digest:
-                    raise IdempotencyKeyReused(account, key)
-                if record.result is not None:
-                    uow.save_wallet(wallet)
-                    return attrs.evolve(record.result, replayed=True)
-                if record.hold_id is not None and record.hold_id in wallet.holds:
-                    raise RequestInFlight(account, key)
-                # The first attempt died and its hold expired: this one takes over.
+        replay = self._replay_or_take_over(uow, wallet, request)
+        if replay is not None:
+            uow.save_wallet(wallet)
+            return replay
         wallet.require_chargeable()
-        owned = uow.dedup.owned(account, unique)
+        owned = uow.dedup.owned(account, request.unique)
         prices = {channel: wallet.plan.price_of(channel) for channel in Channel}
         candidates = tuple(
-            Candidate(contact=c, price=prices[c.channel]) for c in unique if c not in owned
+            Candidate(contact=c, price=prices[c.channel]) for c in request.unique if c not in owned
         )
         need = dict.fromkeys(Channel, 0)
         for candidate in candidates:
@@ -505,7 +500,11 @@ class CreditService:
         if key is not None:
             uow.idempotency.put(
                 IdempotencyRecord(
-                    account=account, key=key, fingerprint=digest, hold_id=hold_id, created_at=now
+                    account=account,
+                    key=key,
+                    fingerprint=request.fingerprint,
+                    hold_id=hold_id,
+                    created_at=now,
                 )
             )
         wallet.check_invariants()
@@ -529,105 +528,32 @@ class CreditService:
         self,
         uow: UnitOfWork,
         *,
-        account: str,
-        operation: Operation,
-        contacts: list[Contact],
+        request: ChargeRequest,
         reserved: _Reservation,
-        verdicts: Mapping[Contact, Verdict],
-        owned: frozenset[Contact],
-        decided: Mapping[Contact, Outcome],
-        destination: str | None,
-        key: str | None,
-        digest: str,
+        verified: _Verified,
     ) -> ChargeResult | _NewlyOwned:
-        wallet, now = self._load(uow, account)
-        if key is not None:
-            record = uow.idempotency.get(account, key)
-            if record is not None and record.result is not None:
-                return attrs.evolve(record.result, replayed=True)
-            if record is None or record.hold_id != reserved.hold_id:
-                raise HoldExpired(
-                    f"request {key!r} of account {account!r} was taken over "
-                    "by a retry after its hold expired; nothing was charged"
-                )
-        if reserved.hold_id is not None and reserved.hold_id not in wallet.holds:
-            raise HoldExpired(
-                f"the hold of this request of account {account!r} expired before it settled "
-                "(R16); nothing was charged; retry the request"
-            )
-        chosen = [c for c in reserved.candidates if decided[c.contact] is Outcome.CHARGED]
-        to_charge = [c.contact for c in chosen]
-        bought_meanwhile = uow.dedup.owned(account, to_charge)
-        if bought_meanwhile:  # a concurrent request bought them: free for us (R12)
+        """Charge what the settlement chose, unless a concurrent request bought some of it
+        meanwhile (R12): then those are free, and the caller settles again."""
+        wallet, now = self._load(uow, request.account)
+        replay = self._replay_unless_ours(uow, wallet, request, reserved.hold_id)
+        if replay is not None:
+            return replay
+        chosen = verified.settlement.charged(reserved.candidates)
+        bought_meanwhile = uow.dedup.owned(request.account, [c.contact for c in chosen])
+        if bought_meanwhile:
             return _NewlyOwned(frozenset(bought_meanwhile))
         if reserved.hold_id is not None:
             wallet.release_hold(reserved.hold_id)
-
-        plan_name, period_index = wallet.plan.name, wallet.period_index
-        entries = wallet.charge_many(
-            [
-                (
-                    c.price.pool,
-                    c.price.credits,
-                    Cause(
-                        operation=operation,
-                        datum=str(c.contact),
-                        plan=plan_name,
-                        period=period_index,
-                        idempotency_key=key,
-                        destination=destination,
-                    ),
-                )
-                for c in chosen
-            ],
-            now,
+        uow.dedup.add(self._charge_each(wallet, request, chosen, now))
+        result = charge_result(
+            request, reserved.candidates, verified.settlement, verified.verdicts, verified.owned
         )
-        charged: dict[Contact, ItemResult] = {}
-        records: list[Ownership] = []
-        for candidate, entry in zip(chosen, entries, strict=True):
-            contact, price = candidate.contact, candidate.price
-            records.append(
-                Ownership(
-                    account=account,
-                    contact=contact,
-                    pool=price.pool,
-                    credits=price.credits,
-                    charged_at=now,
-                    entry_seq=entry.seq,
-                )
-            )
-            charged[contact] = ItemResult(
-                contact=contact,
-                outcome=Outcome.CHARGED,
-                verdict=verdicts[contact],
-                pool=price.pool,
-                credits=price.credits,
-            )
-        uow.dedup.add(records)
-
-        items: list[ItemResult] = []
-        seen: set[Contact] = set()
-        for contact in contacts:
-            if contact in seen:
-                items.append(ItemResult(contact=contact, outcome=Outcome.DUPLICATE_IN_REQUEST))
-                continue
-            seen.add(contact)
-            item = charged.get(contact)
-            if item is None:
-                if contact in owned:
-                    item = ItemResult(contact=contact, outcome=Outcome.ALREADY_OWNED)
-                else:
-                    item = ItemResult(
-                        contact=contact, outcome=decided[contact], verdict=verdicts.get(contact)
-                    )
-            items.append(item)
-        result = ChargeResult(operation=operation, items=tuple(items), idempotency_key=key)
-        if key is not None:
+        if request.idempotency_key is not None:
             uow.idempotency.put(
                 IdempotencyRecord(
-                    account=account,
-                    key=key,
-                    fingerprint=digest,
+                    account=request.account,
+                    key=request.idempotency_key,
+                    fingerprint=request.fingerprint,
                     hold_id=None,
                     created_at=now,
                     result=result,
@@ -636,3 +562,82 @@ class CreditService:
         wallet.check_invariants()
         uow.save_wallet(wallet)
         return result
+
+    @staticmethod
+    def _replay_or_take_over(
+        uow: UnitOfWork, wallet: Wallet, request: ChargeRequest
+    ) -> ChargeResult | None:
+        """At reserve: the stored result of a finished repeat (R17); refuse another payload
+        under the key, or a repeat of a request still in flight."""
+        account, key = request.account, request.idempotency_key
+        if key is None:
+            return None
+        record = uow.idempotency.get(account, key)
+        if record is None:
+            return None
+        if record.fingerprint != request.fingerprint:
+            raise IdempotencyKeyReused(account, key)
+        if record.result is not None:
+            return attrs.evolve(record.result, replayed=True)
+        if record.hold_id is not None and record.hold_id in wallet.holds:
+            raise RequestInFlight(account, key)
+        return None  # the first attempt died and its hold expired: this one takes over
+
+    @staticmethod
+    def _replay_unless_ours(
+        uow: UnitOfWork, wallet: Wallet, request: ChargeRequest, hold_id: str | None
+    ) -> ChargeResult | None:
+        """At settle: the stored result if a repeat of the request finished first (R17);
+        HoldExpired if the hold is gone or a retry took the request over (R16)."""
+        account, key = request.account, request.idempotency_key
+        if key is not None:
+            record = uow.idempotency.get(account, key)
+            if record is not None and record.result is not None:
+                return attrs.evolve(record.result, replayed=True)
+            if record is None or record.hold_id != hold_id:
+                raise HoldExpired(
+                    f"request {key!r} of account {account!r} was taken over "
+                    "by a retry after its hold expired; nothing was charged"
+                )
+        if hold_id is not None and hold_id not in wallet.holds:
+            raise HoldExpired(
+                f"the hold of this request of account {account!r} expired before it settled "
+                "(R16); nothing was charged; retry the request"
+            )
+        return None
+
+    @staticmethod
+    def _charge_each(
+        wallet: Wallet, request: ChargeRequest, chosen: Sequence[Candidate], now: datetime
+    ) -> list[Ownership]:
+        """One CHARGE entry per datum (R19), and the ownership each buys (R12)."""
+        plan, period = wallet.plan.name, wallet.period_index
+        entries = wallet.charge_many(
+            [
+                (
+                    c.price.pool,
+                    c.price.credits,
+                    Cause(
+                        operation=request.operation,
+                        datum=str(c.contact),
+                        plan=plan,
+                        period=period,
+                        idempotency_key=request.idempotency_key,
+                        destination=request.destination,
+                    ),
+                )
+                for c in chosen
+            ],
+            now,
+        )
+        return [
+            Ownership(
+                account=request.account,
+                contact=c.contact,
+                pool=c.price.pool,
+                credits=c.price.credits,
+                charged_at=now,
+                entry_seq=entry.seq,
+            )
+            for c, entry in zip(chosen, entries, strict=True)
+        ]
