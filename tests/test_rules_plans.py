@@ -14,7 +14,6 @@ from credits_domain import (
     Channel,
     Contact,
     Credits,
-    CreditService,
     EntryKind,
     InvalidPlan,
     InvalidRequest,
@@ -584,11 +583,18 @@ def test_r8_a_top_up_needs_credits_and_a_reason() -> None:
 
 
 def test_r3_a_plan_value_works_outside_the_catalogue() -> None:
-    """R3/R8: a Plan given as a value works even when it is not in the catalogue."""
+    """R3: "the catalogue is data": a service knows the plan names of the catalogue it
+    was given (here none), and a Plan given as a value works without being in it, with
+    its own allowance and price list (R2)."""
+    plan = fifteen_per_mobile(30)
     w = make_world(plans={})
-    assert isinstance(w.service, CreditService)
-    w.service.subscribe(ACCOUNT, fifteen_per_mobile(30))
+    with pytest.raises(UnknownPlan):
+        w.service.subscribe(ACCOUNT, "boost")
+    w.service.subscribe(ACCOUNT, plan)
+    assert w.service.subscription(ACCOUNT).plan == plan
     assert w.balance().email == 30
+    assert w.service.unlock(ACCOUNT, mobiles(1)).charged(Channel.EMAIL) == 15
+    assert w.balance().email == 15
 
 
 def test_r6_a_request_reserved_before_a_pause_still_settles() -> None:
