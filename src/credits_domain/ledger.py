@@ -43,9 +43,6 @@ class Operation(enum.Enum):
     GRANT = "grant"
 
 
-CHARGING_OPERATIONS = frozenset({Operation.UNLOCK, Operation.EXPORT, Operation.ENRICH})
-
-
 @attrs.frozen(kw_only=True)
 class Cause:
     """Why an entry exists (R19): the datum, plan, period and idempotency key involved."""

@@ -42,9 +42,6 @@ class Period:
     def of(cls, anchor: datetime, index: int) -> Period:
         return cls(index=index, start=add_months(anchor, index), end=add_months(anchor, index + 1))
 
-    def contains(self, at: datetime) -> bool:
-        return self.start <= at < self.end
-
     @property
     def length_s(self) -> int:
         return int((self.end - self.start).total_seconds())

@@ -17,7 +17,6 @@ from credits_domain.contact import Channel, Contact
 from credits_domain.errors import (
     AlreadyRefunded,
     AlreadySubscribed,
-    CreditsError,
     NoActiveSubscription,
     NotAnEmail,
     NotCharged,
@@ -199,11 +198,3 @@ class ReferenceModel:
 
     def balance(self, account: str) -> dict[Channel, int]:
         return dict(self._get(account).balance)
-
-
-def outcome_of(call: Callable[[], object]) -> object | type[CreditsError]:
-    """The call's result, or the class of the CreditsError it raised (for comparisons)."""
-    try:
-        return call()
-    except CreditsError as exc:
-        return type(exc)
