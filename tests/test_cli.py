@@ -11,16 +11,20 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from adapters.cli.main import app as cli_app
 from adapters.clock import ManualClock
-from adapters.sql import SqlRepository, upgrade
+from adapters.sql import SchemaOutOfDate, SqlRepository, schema_head, upgrade
+from adapters.sql.errors import DatabaseNotFound
 from adapters.verifier import NoVerifier, VerifierNotConfigured
-from credits_domain import PLANS, Contact, CreditService
+from credits_domain import PLANS, Contact, CreditsError, CreditService
 
 WIDE = {"COLUMNS": "220"}  # rich wraps tables at the terminal's width; keep rows on one line
 STORY_END = datetime(2025, 5, 12, 9, 0, tzinfo=UTC)
@@ -231,19 +235,79 @@ def test_unknown_account(demo_db: tuple[str, str]) -> None:
     assert_one_line_error(*invoke("statement", "nobody", "--db", url), "'nobody'")
 
 
-def test_empty_database_asks_for_the_upgrade_then_works(tmp_path: Path) -> None:
-    url = url_of(tmp_path / "empty.db")
-    for command in (["balance", "acme"], ["statement", "acme"], ["renew-due"]):
-        assert_one_line_error(*invoke(*command, "--db", url), "credits db upgrade")
+def db_files(path: Path) -> list[Path]:
+    """The file of an SQLite database and its companions (WAL, shared memory, journal)."""
+    return [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+
+
+READ_ONLY_COMMANDS = [
+    ["balance", "acme"],
+    ["statement", "acme"],
+    ["statement", "acme", "--period", "0"],
+    ["renew-due"],
+    ["keys", "revoke", "0123456789abcdef"],
+    ["serve", "--demo-verifier"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=" ".join)
+def test_reading_commands_never_create_the_database(tmp_path: Path, command: list[str]) -> None:
+    path = (tmp_path / "typo.db").resolve()
+    url = url_of(path)
+    assert_one_line_error(
+        *invoke(*command, "--db", url),
+        f"there is no database at {path}",
+        f"run `credits db upgrade --db {url}`",
+    )
+    assert [p for p in db_files(path) if p.exists()] == []
+
+
+def test_a_missing_database_is_refused_without_creating_it(tmp_path: Path) -> None:
+    """The adapter itself, for library callers: a SchemaOutOfDate that creates nothing."""
+    path = tmp_path / "typo.db"
+    with pytest.raises(DatabaseNotFound) as raised:
+        SqlRepository.connect(url_of(path))
+    assert isinstance(raised.value, SchemaOutOfDate)  # callers who upgrade on it still do
+    assert raised.value.current == ()
+    assert "\n" not in str(raised.value)
+    assert [p for p in db_files(path) if p.exists()] == []
+    # A URI names its own mode: SQLite, not this check, decides (here: read-only, refused).
+    uri = f"sqlite:///file:{path}?mode=ro&uri=true"
+    with pytest.raises(CreditsError) as raised_uri:
+        SqlRepository.connect(uri)
+    assert not isinstance(raised_uri.value, DatabaseNotFound)
+    assert not path.exists()
+
+
+HEAD = ", ".join(schema_head())
+
+
+def test_upgrade_creates_a_new_database_then_finds_it_up_to_date(tmp_path: Path) -> None:
+    path = (tmp_path / "new.db").resolve()
+    url = url_of(path)
+    code, out, err = invoke("db", "upgrade", "--db", url)
+    assert (code, out) == (0, f"SQLite file {path}: created, with the schema at revision {HEAD}.\n")
     code, out, err = invoke("db", "upgrade", "--db", url)
     assert code == 0, err
-    assert "upgraded from revision none: an empty database to 0003" in out
-    code, out, err = invoke("db", "upgrade", "--db", url)
-    assert code == 0, err
-    assert "up to date already (revision 0003)" in out
+    assert out == f"SQLite file {path}: the schema was up to date already (revision {HEAD}).\n"
     code, out, err = invoke("renew-due", "--db", url)
     assert (code, out.strip()) == (0, "Renewed 0 accounts."), err
     assert_one_line_error(*invoke("balance", "acme", "--db", url), "'acme'", "subscribe")
+
+
+def test_an_empty_database_file_asks_for_the_upgrade(tmp_path: Path) -> None:
+    path = (tmp_path / "empty.db").resolve()
+    path.touch()  # as another tool, or an older version of this one, may leave it
+    url = url_of(path)
+    for command in (["balance", "acme"], ["statement", "acme"], ["renew-due"]):
+        assert_one_line_error(
+            *invoke(*command, "--db", url), "revision none (empty database)", "credits db upgrade"
+        )
+    code, out, err = invoke("db", "upgrade", "--db", url)
+    assert code == 0, err
+    assert out == (
+        f"SQLite file {path}: the database was empty; created the schema at revision {HEAD}.\n"
+    )
 
 
 def test_outdated_database_asks_for_the_upgrade(tmp_path: Path) -> None:
@@ -252,6 +316,16 @@ def test_outdated_database_asks_for_the_upgrade(tmp_path: Path) -> None:
     assert_one_line_error(*invoke("balance", "acme", "--db", url), "credits db upgrade")
     assert invoke("db", "upgrade", "--db", url)[0] == 0
     assert_one_line_error(*invoke("balance", "acme", "--db", url), "'acme'")
+
+
+def test_upgrade_says_from_which_revision(tmp_path: Path) -> None:
+    path = (tmp_path / "old.db").resolve()
+    url = url_of(path)
+    upgrade(url, revision="0002")
+    assert HEAD != "0002"
+    code, out, err = invoke("db", "upgrade", "--db", url)
+    assert code == 0, err
+    assert out == f"SQLite file {path}: upgraded the schema from revision 0002 to {HEAD}.\n"
 
 
 @pytest.mark.parametrize(
@@ -300,26 +374,91 @@ def test_renew_due_renews_each_due_account_once(tmp_path: Path) -> None:
 # -- the entry point ---------------------------------------------------------------------
 
 
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m adapters.cli ARGS`: the entry point the console script calls."""
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WIDE},
+        timeout=60,
+        check=False,
+    )
+
+
+def listed_commands(help_text: str) -> list[str]:
+    """The command names under a help page's "Commands:" heading."""
+    section = help_text.split("\nCommands:\n", 1)[1]
+    return [line.split()[0] for line in section.splitlines() if line.startswith("  ")]
+
+
 def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
-    env = {**os.environ, **WIDE}
-    done = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "balance", "x", "--db", url_of(tmp_path / "e.db")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = run_module("balance", "x", "--db", url_of(tmp_path / "e.db"))
     assert_one_line_error(done.returncode, done.stdout, done.stderr, "credits db upgrade")
-    helped = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    helped = run_module("--help")
     assert helped.returncode == 0
-    listed = set(re.findall(r"^│ (\S+)", helped.stdout, flags=re.MULTILINE))
-    # The HTTP adapter's commands join in (make install adds the http extra).
-    assert {"demo", "balance", "statement", "renew-due", "db", "keys", "serve"} <= listed
+    assert listed_commands(helped.stdout) == [
+        "demo",
+        "balance",
+        "statement",
+        "renew-due",
+        "serve",
+        "db",
+        "keys",
+    ]
+
+
+def test_version_names_the_installed_distribution() -> None:
+    expected = f"credits-domain {metadata.version('credits-domain')}\n"
+    assert invoke("--version") == (0, expected, "")
+    done = run_module("--version")  # answered before the command is even imported
+    assert (done.returncode, done.stdout, done.stderr) == (0, expected, "")
+
+
+# -- help pages ----------------------------------------------------------------------------
+
+
+def command_tree() -> list[tuple[list[str], Any]]:
+    """Every command and group of `credits`, with its path of names ([] for `credits`)."""
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        found.append((path, command))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(cli_app), [])
+    return found
+
+
+COMMANDS = command_tree()
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS, ids=[" ".join(["credits", *p]) for p, _ in COMMANDS]
+)
+def test_every_help_page_reads_as_a_person_types(path: list[str], command: Any) -> None:
+    code, out, err = invoke(*path, "--help")
+    assert code == 0, err
+    usage = f"Usage: {' '.join(['credits', *path])} [OPTIONS]"
+    assert out.startswith(usage), out
+    # No Python types (<bool>, <str>, <int range>) and no braces round argument names.
+    assert re.findall(r"<[a-z][a-z |_\[\]]*>|\{\w+\}", out) == []
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    for argument in arguments:
+        name = argument.metavar
+        assert name is not None and name.isupper(), argument.name
+        assert f" {name}" in out.splitlines()[0]
+    # Every command says what it does, every argument and option what it is for.
+    assert command.help, path
+    undocumented = [p.name for p in command.params if not p.help]
+    assert undocumented == []
+    if hasattr(command, "commands"):
+        assert listed_commands(out) == list(command.commands)
+
+
+def test_missing_arguments_name_them_as_the_help_does() -> None:
+    code, _, err = invoke("balance")
+    assert code == 2
+    assert "Missing argument 'ACCOUNT'" in err
+    assert "Usage: credits balance [OPTIONS] ACCOUNT" in err

@@ -90,9 +90,12 @@ class Wiring:
 
 
 def build_verifier(settings: Settings) -> Verifier:
-    from adapters.verifier import Dialect, HttpVerifier, NoVerifier, ScriptedVerifier
+    from adapters.verifier import NoVerifier, ScriptedVerifier
 
     if settings.verifier_url is not None:
+        # Only the HTTP client needs the `http` extra (httpx): reading commands run without.
+        from adapters.verifier import Dialect, HttpVerifier
+
         try:
             dialect = Dialect(settings.verifier_dialect)
         except ValueError:

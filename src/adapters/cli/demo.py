@@ -29,11 +29,11 @@ EXCERPT_PERIODS = (0, 1)
 
 
 def demo(db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Replay five months of four accounts on the shipped plans, then show the books.
+    """Replay five months of four accounts, then show the books.
 
-    The story runs on a scripted clock (January to May 2025) with the in-memory
-    ScriptedVerifier: no real verification, nothing leaves this machine. A fresh
-    database is created (or upgraded); on a database that holds an earlier run, the
+    Four accounts on the shipped plans, January to May 2025, on a scripted clock with
+    the in-memory ScriptedVerifier: no real verification, nothing leaves this machine.
+    The database is created (or upgraded) first; on one that holds an earlier run, the
     accounts get a suffix (acme-2, ...).
     """
     console = render.console()

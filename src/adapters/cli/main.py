@@ -1,5 +1,6 @@
 """The `credits` command: Typer for the arguments, rich for tables and progress.
 
+    credits --version                             the installed version
     credits demo [--db URL]                       replay the scripted story (adapters.cli.demo)
     credits balance ACCOUNT [--db URL]            pools, available credits, subscription
     credits statement ACCOUNT [--period N] [--db URL]
@@ -10,6 +11,8 @@
 Every command gets its service from the composition root (adapters.bootstrap). `demo`
 runs on a scripted clock and a ScriptedVerifier; the other commands run on the real clock
 and never charge, so they are wired without a verifier (NoVerifier refuses to be called).
+Only `demo`, `db upgrade` and `keys create` create or change a schema; the reading
+commands refuse a database file that does not exist rather than leave an empty one.
 Expected errors (every CreditsError: a refusal, an outdated schema, a bad or unreachable
 database) are one line on stderr and exit status 1, never a traceback; a traceback means
 a bug.
@@ -18,6 +21,7 @@ a bug.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,32 +29,70 @@ from rich.table import Table
 
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
-from adapters.cli import render
+from adapters.cli import render, version_line
 from adapters.cli.demo import demo
-from adapters.cli.support import DbOption, reported, wired
+from adapters.cli.serve import register
+from adapters.cli.support import (
+    AccountArgument,
+    DbOption,
+    HelpCommand,
+    HelpGroup,
+    reported,
+    wired,
+)
 from credits_domain import EntryKind, LedgerEntry
 
 STATEMENT_CHUNK = 500  # entries per printed table: a long statement is never held whole
 MAX_STATEMENT_ENTRIES = 10_000_000  # what one `statement` prints at most
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,  # our plain help pages (see support.HelpGroup)
     name="credits",
     help="Prepaid credits for verified lead data: pay once, only for verified, new data.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # errors are one line (support.reported); bugs crash
 )
-db_app = typer.Typer(help="The database's schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
+    help="Create or upgrade the database's schema.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
-app.command()(demo)
+app.command(cls=HelpCommand)(demo)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 # -- reading ---------------------------------------------------------------------------
 
 
-@app.command()
-def balance(account: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """An account's pools now (renewals due are applied first) and its subscription."""
+@app.command(cls=HelpCommand)
+def balance(account: AccountArgument, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Show an account's pools, available credits and subscription.
+
+    Renewals that fell due are applied first (on the real clock)."""
     console = render.console()
     with reported(), wired(Settings(database_url=db)) as wiring:
         service = wiring.service
@@ -73,21 +115,23 @@ def balance(account: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
         console.print(f"Changes to {sub.pending_plan.name} at the next renewal (R7)")
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def statement(
-    account: str,
+    account: AccountArgument,
     period: Annotated[
         int | None,
         typer.Option(
             "--period",
             metavar="N",
             min=0,
-            help="Only billing period N of the current subscription (0 = the first).",
+            help="Only billing period N of the current subscription (0 is the first).",
         ),
     ] = None,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
-    """An account's ledger entries with running balances (R19, R21)."""
+    """List an account's ledger entries with running balances.
+
+    Every grant, charge, refund and forfeit, in order (R19, R21)."""
     console = render.console()
     with reported(), wired(Settings(database_url=db)) as wiring:
         service = wiring.service
@@ -155,44 +199,42 @@ def _detail(entry: LedgerEntry) -> str:
 # -- operations ------------------------------------------------------------------------
 
 
-@app.command("renew-due")
+@app.command("renew-due", cls=HelpCommand)
 def renew_due(db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Renew every account whose billing period has ended (safe to run twice, R4)."""
+    """Renew every account whose billing period has ended.
+
+    Safe to run twice, or from two processes at once: no period is granted twice (R4)."""
     with reported(), wired(Settings(database_url=db)) as wiring:
         renewed = wiring.service.renew_due()
     render.console().print(f"Renewed {render.n(renewed)} account{'' if renewed == 1 else 's'}.")
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=HelpCommand)
 def db_upgrade(db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Bring the database's schema to the newest revision (creates it if empty)."""
+    """Create or upgrade the database's schema to the newest revision.
+
+    A new SQLite file is created; an up-to-date database is left as it is."""
+    file = bootstrap.database_file(db)
+    new_file = file is not None and not Path(file).exists()
     with reported():
         before, after = bootstrap.upgrade_database(db)
     where = bootstrap.describe_database(db)
-    if before == after:
-        message = f"{where}: the schema was up to date already (revision {', '.join(after)})."
+    now = ", ".join(after)
+    if new_file:
+        message = f"{where}: created, with the schema at revision {now}."
+    elif not before:
+        message = f"{where}: the database was empty; created the schema at revision {now}."
+    elif before == after:
+        message = f"{where}: the schema was up to date already (revision {now})."
     else:
-        was = ", ".join(before) or "none: an empty database"
-        message = f"{where}: the schema was upgraded from revision {was} to {', '.join(after)}."
-    render.console().print(message)
+        message = f"{where}: upgraded the schema from revision {', '.join(before)} to {now}."
+    # typer.echo, not rich: a long path must not be wrapped (or highlighted) mid-word.
+    typer.echo(message)
 
 
-# The HTTP adapter's commands (`keys create`, `keys revoke`, `serve`), when the `http`
-# extra (uvicorn, starlette, httpx) is installed; without it, `credits` works without them.
-_HTTP_EXTRA = {"uvicorn", "starlette", "httpx", "phonenumbers"}
-
-
-def _register_http_commands() -> None:
-    try:
-        from adapters.cli.serve import register
-    except ModuleNotFoundError as exc:
-        if exc.name not in _HTTP_EXTRA:
-            raise
-        return
-    register(app)
-
-
-_register_http_commands()
+# `keys` needs storage only. `serve` is listed even without the `http` extra: run, it
+# says which extra to install (reported by the entry point, `adapters.cli.main()`).
+register(app)
 
 
 def run() -> None:

@@ -7,7 +7,12 @@
 
 `keys create` brings the schema up to date first (it is the first step of a new
 installation); `keys revoke` and `serve` do not: a running server never changes the
-schema, and on an old one they say to run `credits db upgrade`.
+schema, and on an old one (or a database file that does not exist) they say to run
+`credits db upgrade`.
+
+`keys` needs only the `sql` extra. `serve` needs the `http` extra too (uvicorn,
+starlette, httpx); it imports it before anything else, so that without it the entry
+point says which extra to install (adapters.cli.main()).
 
 `serve` needs a verifier, and refuses to start without one rather than pick one:
 - `--verifier-url URL`: the verification service, called by `HttpVerifier` (our JSON
@@ -23,16 +28,28 @@ import enum
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
-from adapters.cli.support import DbOption, fail, reported, wired
+from adapters.cli.support import (
+    AccountArgument,
+    DbOption,
+    HelpCommand,
+    HelpGroup,
+    fail,
+    reported,
+    wired,
+)
 from credits_domain.limits import DEFAULT_API_BATCH
 
 DEFAULT_PORT = 8000
 
-keys_app = typer.Typer(help="API keys of the HTTP API (one account each).", no_args_is_help=True)
+keys_app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,  # our plain help pages (see support.HelpGroup)
+    help="Create and revoke API keys for the HTTP API. Each key serves one account.",
+    no_args_is_help=True,
+)
 
 
 class VerifierDialect(enum.StrEnum):
@@ -43,9 +60,12 @@ class VerifierDialect(enum.StrEnum):
     VENDOR_RESULT = "vendor_result"
 
 
-@keys_app.command("create")
-def keys_create(account: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Create an API key bound to ACCOUNT. The key is printed once: store it now."""
+@keys_app.command("create", cls=HelpCommand)
+def keys_create(account: AccountArgument, db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Create an API key for ACCOUNT, printed once.
+
+    The key is the last word printed: store it now, it is never shown again. The
+    database's schema is created or upgraded first."""
     with reported(), wired(Settings(database_url=db, migrate=True)) as wiring:
         issued = wiring.keys.create(account)
     typer.echo(
@@ -55,9 +75,19 @@ def keys_create(account: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
     typer.echo(issued.token)
 
 
-@keys_app.command("revoke")
-def keys_revoke(key_id: str, db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Revoke the API key KEY_ID: requests with it are refused (401) from now on."""
+@keys_app.command("revoke", cls=HelpCommand)
+def keys_revoke(
+    key_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY_ID", help="The key's id, printed when it was created (16 hex digits)."
+        ),
+    ],
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Revoke an API key: requests with it are refused from now on.
+
+    A running server refuses it (401) within 5 seconds."""
     with reported(), wired(Settings(database_url=db)) as wiring:
         revoked = wiring.keys.revoke(key_id)
     typer.echo(f"API key {key_id} {'revoked' if revoked else 'was revoked already'}.")
@@ -79,25 +109,51 @@ def _settings(db: str, url: str | None, dialect: VerifierDialect, demo: bool) ->
 
 def serve(
     db: DbOption = DEFAULT_DATABASE_URL,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = DEFAULT_PORT,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="The interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", min=1, max=65535, help="The TCP port to listen on.")
+    ] = DEFAULT_PORT,
     verifier_url: Annotated[
         str | None,
-        typer.Option(metavar="URL", help="Base URL of the verification service."),
+        typer.Option(
+            metavar="URL", help="The verification service's base URL (the production setting)."
+        ),
     ] = None,
     verifier_dialect: Annotated[
-        VerifierDialect, typer.Option(help="How the verification service words its answers.")
+        VerifierDialect,
+        typer.Option(
+            metavar="DIALECT",
+            help="How the verification service words its answers: native (our protocol), "
+            "vendor_status or vendor_result.",
+        ),
     ] = VerifierDialect.NATIVE,
     demo_verifier: Annotated[
         bool,
-        typer.Option(help="Every datum verifies VALID (demos, benchmarks; never production)."),
+        typer.Option(
+            "--demo-verifier",
+            help="Instead of a verification service: every datum verifies VALID, so data "
+            "nobody verified are charged (demos and benchmarks only).",
+        ),
     ] = False,
     max_batch: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Contacts per request at most.")
+        int,
+        typer.Option(
+            metavar="N", min=1, max=10_000, help="At most N contacts per request (1 to 10,000)."
+        ),
     ] = DEFAULT_API_BATCH,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
+    ] = True,
 ) -> None:
-    """Serve the HTTP API (OpenAPI document at /openapi.json) with uvicorn."""
+    """Serve the HTTP API with uvicorn.
+
+    Needs a verifier: --verifier-url URL (the verification service) or --demo-verifier.
+    The OpenAPI document is served at /openapi.json. The schema is never changed: run
+    `credits db upgrade` first."""
+    import uvicorn  # the `http` extra; without it the entry point says which to install
+
     settings = _settings(db, verifier_url, verifier_dialect, demo_verifier)
     with reported(), wired(settings) as wiring:
         app = bootstrap.build_app(wiring, max_batch=max_batch)
@@ -109,4 +165,4 @@ def serve(
 def register(app: typer.Typer) -> None:
     """Add `keys create`, `keys revoke` and `serve` to the `credits` command."""
     app.add_typer(keys_app, name="keys")
-    app.command("serve")(serve)
+    app.command("serve", cls=HelpCommand)(serve)

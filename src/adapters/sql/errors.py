@@ -60,6 +60,22 @@ class SchemaOutOfDate(CreditsError):
         self.head = tuple(sorted(head))
 
 
+class DatabaseNotFound(SchemaOutOfDate):
+    """The SQLite file does not exist. A SchemaOutOfDate (it holds no schema), so that
+    callers who upgrade on SchemaOutOfDate create it; only the upgrade may create it."""
+
+    def __init__(self, url: str, path: str, head: Collection[str]) -> None:
+        CreditsError.__init__(
+            self,
+            f"there is no database at {path} (no such file); to create it, "
+            f"run `credits db upgrade --db {url}`",
+        )
+        self.url = url
+        self.path = path
+        self.current = ()
+        self.head = tuple(sorted(head))
+
+
 class UnknownSchemaRevision(CreditsError):
     """The database's schema is newer than this version of the package knows."""
 

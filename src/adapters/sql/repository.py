@@ -54,12 +54,16 @@ from adapters.sql.engine import (
     DEFAULT_URL,
     READ_ONLY_OPTION,
     create_engine,
+    display_url,
+    sqlite_file,
 )
 from adapters.sql.errors import (
+    DatabaseNotFound,
     translated,
 )
 from adapters.sql.migrate import (
     require_head,
+    schema_head,
     upgrade_engine,
 )
 from adapters.sql.schema import (
@@ -77,6 +81,16 @@ from credits_domain import (
 from credits_domain.periods import require_utc
 
 # -- the repository --------------------------------------------------------------------
+
+
+def _require_sqlite_file(url: str) -> None:
+    # SQLite creates a missing file on connect: a reader given a mistyped path would
+    # leave an empty database behind and then report an outdated schema.
+    path = sqlite_file(url)
+    if path is None or sa.make_url(url).query.get("uri") is not None:
+        return  # a server, memory, or a `file:` URI whose own `mode` decides
+    if not path.exists():
+        raise DatabaseNotFound(display_url(url), str(path.resolve()), schema_head())
 
 
 class SqlRepository:
@@ -97,12 +111,15 @@ class SqlRepository:
         """Open the database at `url`; with `migrate=True` first upgrade its schema.
 
         Raises SchemaOutOfDate when the schema is older than this package (or the
-        database is empty) and `migrate` is false.
+        database is empty) and `migrate` is false; its subclass DatabaseNotFound, without
+        creating the file, when an SQLite file does not exist.
         """
         engine = create_engine(url, lock_wait_s=lock_wait_s)
         try:
             if migrate:
                 upgrade_engine(engine, "head")
+            else:
+                _require_sqlite_file(url)
             require_head(engine, url)
         except BaseException:
             engine.dispose()
