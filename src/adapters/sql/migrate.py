@@ -79,10 +79,6 @@ class Upgraded:
     before: tuple[str, ...]
     after: tuple[str, ...]
 
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
 
 def upgrade(url: str, *, revision: str = "head") -> Upgraded:
     """Bring the database's schema to `revision` (default: the newest), in one transaction."""
