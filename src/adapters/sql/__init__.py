@@ -22,16 +22,21 @@ from adapters.sql.engine import (
     display_url,
     sqlite_file,
 )
-from adapters.sql.errors import DatabaseNotFound, SchemaOutOfDate, UnknownSchemaRevision, UnsupportedDatabase
+from adapters.sql.errors import (
+    DatabaseNotFound,
+    SchemaOutOfDate,
+    UnknownSchemaRevision,
+    UnsupportedDatabase,
+)
 from adapters.sql.migrate import Upgraded, schema_head, schema_revision, schema_script, upgrade
 from adapters.sql.repository import SqlRepository
 from adapters.sql.schema import UtcInstant
 from adapters.sql.unit_of_work import SqlUnitOfWork
 
 __all__ = [
-    "DatabaseNotFound",
     "DEFAULT_LOCK_WAIT_S",
     "DEFAULT_URL",
+    "DatabaseNotFound",
     "SchemaOutOfDate",
     "SqlApiKeyStore",
     "SqlRepository",
