@@ -19,11 +19,12 @@ from typing import Protocol, Self, runtime_checkable
 
 import attrs
 
-from credits_domain.charging import ChargeResult
+from credits_domain.charging import Candidate, ChargeRequest, ChargeResult
 from credits_domain.contact import Channel, Contact
 from credits_domain.dedup import Ownership
 from credits_domain.keys import IssuedKey
 from credits_domain.ledger import LedgerEntry
+from credits_domain.plans import Credits, Price
 from credits_domain.verdict import Verdict
 from credits_domain.wallet import Wallet
 
@@ -151,3 +152,64 @@ class ApiKeyStore(Protocol):
 
         Raises UnknownApiKey if no key has this id."""
         ...
+
+
+# -- set-based charging (optional) ------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FastReservation:
+    """What a one-call reserve held: the hold (None when nothing was needed or nothing is
+    available), its credits per pool, which of the request's data the account owns, and
+    the plan's price of each channel (R2)."""
+
+    hold_id: str | None
+    capacity: Credits
+    owned: frozenset[Contact]
+    prices: Mapping[Channel, Price]
+
+
+@attrs.frozen(kw_only=True)
+class BoughtMeanwhile:
+    """A one-call settle changed nothing: these data were bought by a concurrent request
+    since the reserve (R12); they are free for this one, which settles again."""
+
+    contacts: frozenset[Contact]
+
+
+@attrs.frozen(kw_only=True)
+class Settled:
+    """A one-call settle charged, recorded ownership, released the hold and stored the
+    result on the idempotency key, all in one transaction."""
+
+
+@runtime_checkable
+class ChargePath(Protocol):
+    """A Repository may also offer charging as one call per phase: set-based, with the
+    account's lock held for one statement instead of a conversation. It serves the
+    common case and answers None for anything else (no such account, not active, a
+    renewal due, an expired hold to release, a key seen before, a hold gone at settle),
+    which the service then handles through units of work and the Wallet aggregate. Both
+    ways must leave the same rows: a request may reserve one way and settle the other.
+
+    - `reserve_fast`: R12 (owned data), R2 (prices), R15/R16 (hold min(cost, available)
+      per pool), R17 (record the key in flight, with the hold).
+    - `settle_fast`: check the hold and the key are still the request's; if a datum of
+      `charged` is owned by now, BoughtMeanwhile and no change; else one CHARGE entry per
+      datum in order (R19), never before the account's last entry, ownership (R12), the
+      hold released, `result` stored on the key (R17).
+    """
+
+    def reserve_fast(
+        self, request: ChargeRequest, *, now: datetime, expires_at: datetime
+    ) -> FastReservation | None: ...
+
+    def settle_fast(
+        self,
+        request: ChargeRequest,
+        *,
+        now: datetime,
+        hold_id: str | None,
+        charged: Sequence[Candidate],
+        result: ChargeResult,
+    ) -> Settled | BoughtMeanwhile | None: ...

@@ -57,7 +57,17 @@ from credits_domain.limits import (
 from credits_domain.periods import Period, require_utc
 from credits_domain.plans import PLANS, Credits, Plan, resolve_plan
 from credits_domain.policy import ChargePolicy
-from credits_domain.ports import Clock, IdempotencyRecord, Repository, UnitOfWork, Verifier
+from credits_domain.ports import (
+    BoughtMeanwhile,
+    ChargePath,
+    Clock,
+    FastReservation,
+    IdempotencyRecord,
+    Repository,
+    Settled,
+    UnitOfWork,
+    Verifier,
+)
 from credits_domain.verdict import Verdict
 from credits_domain.wallet import PlanChange, Status, Wallet
 
@@ -132,6 +142,8 @@ class CreditService:
         self._clock = clock
         self._policy = policy if policy is not None else ChargePolicy()
         self._plans = plans
+        # Set-based charging, where the repository offers it (see ports.ChargePath).
+        self._fast: ChargePath | None = repository if isinstance(repository, ChargePath) else None
 
     @property
     def policy(self) -> ChargePolicy:
@@ -148,13 +160,21 @@ class CreditService:
         `work` reads the clock only after it has loaded (and so locked) the wallet, so
         that an account's ledger entries are in time order as well as in seq order.
         """
+
+        def once() -> T:
+            with self._repository.unit_of_work() as uow:
+                result = work(uow)
+                uow.commit()
+                return result
+
+        return self._retrying(once)
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """`call` again if it lost a race with another writer (a bounded number of times)."""
         attempts = self._policy.max_conflict_retries + 1
         for attempt in range(attempts):
             try:
-                with self._repository.unit_of_work() as uow:
-                    result = work(uow)
-                    uow.commit()
-                    return result
+                return call()
             except ConcurrencyConflict:
                 if attempt == attempts - 1:
                     raise
@@ -446,7 +466,9 @@ class CreditService:
             contacts=self._check_contacts(contacts),
             destination=destination,
         )
-        reserved = self._transact(functools.partial(self._reserve, request=request))
+        reserved = self._reserve_fast(request) or self._transact(
+            functools.partial(self._reserve, request=request)
+        )
         if isinstance(reserved, ChargeResult):
             return reserved
         owned = set(reserved.owned)
@@ -462,7 +484,7 @@ class CreditService:
             verified = _Verified(
                 settlement=settlement, verdicts=dict(verdicts), owned=frozenset(owned)
             )
-            settled = self._transact(
+            settled = self._settle_fast(request, reserved, verified) or self._transact(
                 functools.partial(
                     self._settle, request=request, reserved=reserved, verified=verified
                 )
@@ -512,6 +534,57 @@ class CreditService:
         return _Reservation(
             hold_id=hold_id, candidates=candidates, capacity=capacity, owned=frozenset(owned)
         )
+
+    def _reserve_fast(self, request: ChargeRequest) -> _Reservation | None:
+        """Reserve in one call where the repository can (ports.ChargePath); None: the
+        request needs the units-of-work path (a renewal due, a key seen before, ...)."""
+        if self._fast is None:
+            return None
+        fast = self._fast
+
+        def call() -> FastReservation | None:
+            now = self._now()
+            expires_at = now + timedelta(seconds=self._policy.hold_ttl_s)
+            return fast.reserve_fast(request, now=now, expires_at=expires_at)
+
+        answer = self._retrying(call)
+        if answer is None:
+            return None
+        candidates = tuple(
+            Candidate(contact=c, price=answer.prices[c.channel])
+            for c in request.unique
+            if c not in answer.owned
+        )
+        return _Reservation(
+            hold_id=answer.hold_id,
+            candidates=candidates,
+            capacity=answer.capacity,
+            owned=answer.owned,
+        )
+
+    def _settle_fast(
+        self, request: ChargeRequest, reserved: _Reservation, verified: _Verified
+    ) -> ChargeResult | _NewlyOwned | None:
+        """Settle in one call where the repository can; None: the units-of-work path."""
+        if self._fast is None:
+            return None
+        fast = self._fast
+        chosen = verified.settlement.charged(reserved.candidates)
+        result = charge_result(
+            request, reserved.candidates, verified.settlement, verified.verdicts, verified.owned
+        )
+
+        def call() -> Settled | BoughtMeanwhile | None:
+            return fast.settle_fast(
+                request, now=self._now(), hold_id=reserved.hold_id, charged=chosen, result=result
+            )
+
+        answer = self._retrying(call)
+        if isinstance(answer, Settled):
+            return result
+        if isinstance(answer, BoughtMeanwhile):
+            return _NewlyOwned(answer.contacts)
+        return None
 
     def _verify(self, contacts: Sequence[Contact]) -> dict[Contact, Verdict]:
         """Ask the verifier; any failure or malformed answer is UNKNOWN: no charge (R10)."""
