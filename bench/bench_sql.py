@@ -142,10 +142,12 @@ def _statement_kind(statement: str) -> str:
 
 @contextlib.contextmanager
 def counting_statements(engine: Engine) -> Iterator[collections.Counter[str]]:
-    """Count what the engine sends: each execute/executemany, each BEGIN and COMMIT.
+    """Count what the engine sends: each execute/executemany, each BEGIN and COMMIT, and
+    each pool pre-ping (a round trip at checkout, on PostgreSQL).
 
-    psycopg sends BEGIN by itself before a transaction's first statement; the adapter's
-    SQLite BEGIN IMMEDIATE is an execute of its own and is counted once, as BEGIN.
+    psycopg sends BEGIN by itself before a transaction's first statement, but not in
+    autocommit (the set-based path), where no BEGIN is counted; the adapter's SQLite
+    BEGIN IMMEDIATE is an execute of its own and is counted once, as BEGIN.
     """
     counts: collections.Counter[str] = collections.Counter()
 
@@ -157,7 +159,12 @@ def counting_statements(engine: Engine) -> Iterator[collections.Counter[str]]:
             counts[kind] += 1
 
     def on_begin(conn: Any) -> None:
-        counts["BEGIN"] += 1
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            counts["BEGIN"] += 1
+
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if engine.pool._pre_ping:  # the pool sends a ping before handing the connection
+            counts["ping"] += 1
 
     def on_commit(conn: Any) -> None:
         counts["COMMIT"] += 1
@@ -169,11 +176,13 @@ def counting_statements(engine: Engine) -> Iterator[collections.Counter[str]]:
     ]
     for name, listener in listeners:
         event.listen(engine, name, listener)
+    event.listen(engine.pool, "checkout", on_checkout)
     try:
         yield counts
     finally:
         for name, listener in listeners:
             event.remove(engine, name, listener)
+        event.remove(engine.pool, "checkout", on_checkout)
 
 
 def statements_per_unlock(service: CreditService, engine: Engine, account: str, n: int) -> str:

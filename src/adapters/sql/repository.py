@@ -61,6 +61,7 @@ from adapters.sql.errors import (
     DatabaseNotFound,
     translated,
 )
+from adapters.sql.fast_path import FastPath
 from adapters.sql.migrate import (
     require_head,
     schema_head,
@@ -74,10 +75,15 @@ from adapters.sql.unit_of_work import (
     SqlUnitOfWork,
 )
 from credits_domain import (
+    BoughtMeanwhile,
     Channel,
+    ChargeResult,
+    FastReservation,
     InvalidRequest,
     LedgerEntry,
+    Settled,
 )
+from credits_domain.charging import Candidate, ChargeRequest
 from credits_domain.periods import require_utc
 
 # -- the repository --------------------------------------------------------------------
@@ -99,6 +105,7 @@ class SqlRepository:
     def __init__(self, engine: Engine) -> None:
         """Wrap an engine made by `create_engine`, as is: the schema is not checked."""
         self._engine = engine
+        self._fast = FastPath(engine)
 
     @classmethod
     def connect(
@@ -148,6 +155,26 @@ class SqlRepository:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def reserve_fast(
+        self, request: ChargeRequest, *, now: datetime, expires_at: datetime
+    ) -> FastReservation | None:
+        """ports.ChargePath: reserve in one call (see adapters.sql.fast_path)."""
+        return self._fast.reserve_fast(request, now=now, expires_at=expires_at)
+
+    def settle_fast(
+        self,
+        request: ChargeRequest,
+        *,
+        now: datetime,
+        hold_id: str | None,
+        charged: Sequence[Candidate],
+        result: ChargeResult,
+    ) -> Settled | BoughtMeanwhile | None:
+        """ports.ChargePath: settle in one call (see adapters.sql.fast_path)."""
+        return self._fast.settle_fast(
+            request, now=now, hold_id=hold_id, charged=charged, result=result
+        )
 
     def unit_of_work(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine)

@@ -1,0 +1,349 @@
+"""Set-based charging (ports.ChargePath): reserve and settle as one call each.
+
+PostgreSQL: one statement per phase, `SELECT * FROM credits_reserve(...)` and
+`credits_settle(...)` (Alembic revision 0004), sent in autocommit: one round trip, and the
+wallet row's lock lives as long as the function call. SQLite: the same steps as a few
+statements in one BEGIN IMMEDIATE transaction (an embedded database has no round trips
+to save; what is saved is the Python of the units-of-work path: no Wallet, no holds
+loaded, rows written as columns).
+
+Both answer None whenever the request needs the aggregate path; see `ports.ChargePath`.
+Statements are sent with `exec_driver_sql`, built once: the charging path compiles
+nothing per call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from adapters.sql.codecs import result_to_json
+from adapters.sql.errors import translated
+from adapters.sql.schema import INSTANT
+from credits_domain import (
+    BoughtMeanwhile,
+    Channel,
+    ChargeResult,
+    Contact,
+    Credits,
+    FastReservation,
+    Price,
+    Settled,
+)
+from credits_domain.charging import Candidate, ChargeRequest
+from credits_domain.errors import invariant
+
+_POOLS: Final = {channel.value: channel for channel in Channel}
+_UNDEFINED_FUNCTION: Final = "42883"  # SQLSTATE: a revision before 0004
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+_PG_RESERVE: Final = (
+    "SELECT status, hold_id, held_email, held_mobile, owned, plan::text "
+    "FROM credits_reserve(%s, %s, %s, %s, %s, %s, %s)"
+)
+_PG_SETTLE: Final = (
+    "SELECT status, owned FROM credits_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json)"
+)
+
+# -- SQLite -----------------------------------------------------------------------------
+
+_LITE_WALLET: Final = (
+    "SELECT status, next_boundary_at, plan, email_balance, mobile_balance, next_seq, "
+    "next_hold_no, period_index FROM credits_wallets WHERE account = ?"
+)
+_LITE_EXPIRED_HOLD: Final = (
+    "SELECT 1 FROM credits_holds WHERE account = ? AND expires_at <= ? LIMIT 1"
+)
+_LITE_HOLDING: Final = (
+    "SELECT coalesce(sum(email_credits), 0), coalesce(sum(mobile_credits), 0) "
+    "FROM credits_holds WHERE account = ?"
+)
+_LITE_HOLD: Final = "SELECT email_credits, mobile_credits, expires_at FROM credits_holds " + (
+    "WHERE account = ? AND hold_id = ?"
+)
+_LITE_KEY: Final = (
+    "SELECT hold_id, result IS NOT NULL FROM credits_idempotency WHERE account = ? AND key = ?"
+)
+_LITE_OWNED_CHUNK: Final = 500  # values per IN list: bounded statements
+_LITE_INSERT_HOLD: Final = (
+    "INSERT INTO credits_holds (account, hold_id, email_credits, mobile_credits, "
+    "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_LITE_BUMP_HOLD_NO: Final = (
+    "UPDATE credits_wallets SET next_hold_no = next_hold_no + 1, version = version + 1 "
+    "WHERE account = ?"
+)
+_LITE_INSERT_KEY: Final = (
+    "INSERT INTO credits_idempotency (account, key, fingerprint, hold_id, created_at, result) "
+    "VALUES (?, ?, ?, ?, ?, NULL)"
+)
+_LITE_LAST_AT: Final = "SELECT at FROM credits_ledger WHERE account = ? ORDER BY seq DESC LIMIT 1"
+_LITE_INSERT_ENTRY: Final = (
+    "INSERT INTO credits_ledger (account, seq, kind, pool, amount, at, balance_after, "
+    "operation, datum, plan, period, idempotency_key, destination, note) "
+    "VALUES (?, ?, 'charge', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+)
+_LITE_INSERT_OWNED: Final = (
+    "INSERT INTO credits_ownership (account, channel, value, pool, credits, charged_at, "
+    "entry_seq, refunded_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
+)
+_LITE_DELETE_HOLD: Final = "DELETE FROM credits_holds WHERE account = ? AND hold_id = ?"
+_LITE_CHARGE_WALLET: Final = (
+    "UPDATE credits_wallets SET email_balance = email_balance - ?, "
+    "mobile_balance = mobile_balance - ?, next_seq = next_seq + ?, version = version + 1 "
+    "WHERE account = ?"
+)
+_LITE_STORE_RESULT: Final = (
+    "UPDATE credits_idempotency SET result = ?, hold_id = NULL, created_at = ? "
+    "WHERE account = ? AND key = ?"
+)
+
+
+class FastPath:
+    """ports.ChargePath on an engine made by `create_engine` (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        # False once PostgreSQL said the functions do not exist: a database wrapped as is
+        # at a revision before 0004 charges through units of work.
+        self._functions = True
+        # A stored plan's name and price list, parsed once per distinct plan.
+        self._plans: dict[str, tuple[str, Mapping[Channel, Price]]] = {}
+
+    # -- the port -----------------------------------------------------------------------
+
+    def reserve_fast(
+        self, request: ChargeRequest, *, now: datetime, expires_at: datetime
+    ) -> FastReservation | None:
+        channels = [c.channel._value_ for c in request.unique]
+        values = [c.value for c in request.unique]
+        key = request.idempotency_key
+        with translated("reserving credits"):
+            if self._postgres:
+                row = self._call(
+                    _PG_RESERVE,
+                    (request.account, now, expires_at, key, request.fingerprint, channels, values),
+                )
+                if row is None:
+                    return None
+                status, hold_id, held_email, held_mobile, owned_at, plan = row
+                if status != "reserved":
+                    return None
+                owned = frozenset(request.unique[i - 1] for i in owned_at)
+                capacity = Credits(email=held_email, mobile=held_mobile)
+                return FastReservation(
+                    hold_id=hold_id, capacity=capacity, owned=owned, prices=self._plan(plan)[1]
+                )
+            with self._engine.begin() as connection:
+                return self._lite_reserve(connection, request, now, expires_at)
+
+    def settle_fast(
+        self,
+        request: ChargeRequest,
+        *,
+        now: datetime,
+        hold_id: str | None,
+        charged: Sequence[Candidate],
+        result: ChargeResult,
+    ) -> Settled | BoughtMeanwhile | None:
+        key = request.idempotency_key
+        stored = None if key is None else json.dumps(result_to_json(result))
+        with translated("settling a charge"):
+            if self._postgres:
+                row = self._call(
+                    _PG_SETTLE,
+                    (
+                        request.account, now, hold_id, key, request.operation._value_,
+                        request.destination,
+                        [c.contact.channel._value_ for c in charged],
+                        [c.contact.value for c in charged],
+                        [c.price.pool._value_ for c in charged],
+                        [c.price.credits for c in charged],
+                        stored,
+                    ),
+                )  # fmt: skip
+                if row is None:
+                    return None
+                status, owned_at = row
+                if status == "settled":
+                    return Settled()
+                if status == "conflict":
+                    return BoughtMeanwhile(
+                        contacts=frozenset(charged[i - 1].contact for i in owned_at)
+                    )
+                return None
+            with self._engine.begin() as connection:
+                return self._lite_settle(connection, request, now, hold_id, charged, stored)
+
+    def _call(self, statement: str, parameters: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One function call in autocommit (one round trip); None if the functions do not
+        exist in this database."""
+        if not self._functions:
+            return None
+        with self._engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                return tuple(connection.exec_driver_sql(statement, parameters).one())
+            except sa_exc.ProgrammingError as error:
+                if getattr(error.orig, "sqlstate", None) != _UNDEFINED_FUNCTION:
+                    raise
+                self._functions = False
+                return None
+
+    # -- SQLite -------------------------------------------------------------------------
+
+    def _lite_reserve(
+        self, connection: Connection, request: ChargeRequest, now: datetime, expires_at: datetime
+    ) -> FastReservation | None:
+        account, key = request.account, request.idempotency_key
+        run = connection.exec_driver_sql
+        at = self._instant(now, connection)
+        wallet = run(_LITE_WALLET, (account,)).one_or_none()
+        if wallet is None or wallet[0] != "active" or wallet[1] <= at:
+            return None
+        if run(_LITE_EXPIRED_HOLD, (account, at)).first() is not None:
+            return None
+        if key is not None and run(_LITE_KEY, (account, key)).first() is not None:
+            return None
+        prices = self._plan(wallet[2])[1]
+        owned = self._lite_owned(connection, account, request.unique)
+        need = dict.fromkeys(Channel, 0)
+        for contact in request.unique:
+            if contact not in owned:
+                price = prices[contact.channel]
+                need[price.pool] += price.credits
+        holding_email, holding_mobile = run(_LITE_HOLDING, (account,)).one()
+        capacity = Credits(
+            email=min(need[Channel.EMAIL], wallet[3] - holding_email),
+            mobile=min(need[Channel.MOBILE], wallet[4] - holding_mobile),
+        )
+        hold_id = None
+        if capacity.email or capacity.mobile:
+            hold_id = f"{account}#{wallet[6]}"  # as Wallet.place_hold numbers them
+            run(
+                _LITE_INSERT_HOLD,
+                (account, hold_id, capacity.email, capacity.mobile, at,
+                 self._instant(expires_at, connection)),
+            )  # fmt: skip
+            run(_LITE_BUMP_HOLD_NO, (account,))
+        if key is not None:
+            run(_LITE_INSERT_KEY, (account, key, request.fingerprint, hold_id, at))
+        return FastReservation(hold_id=hold_id, capacity=capacity, owned=owned, prices=prices)
+
+    def _lite_settle(
+        self,
+        connection: Connection,
+        request: ChargeRequest,
+        now: datetime,
+        hold_id: str | None,
+        charged: Sequence[Candidate],
+        stored: str | None,
+    ) -> Settled | BoughtMeanwhile | None:
+        account, key = request.account, request.idempotency_key
+        run = connection.exec_driver_sql
+        at = self._instant(now, connection)
+        wallet = run(_LITE_WALLET, (account,)).one_or_none()
+        if wallet is None or wallet[0] != "active" or wallet[1] <= at:
+            return None
+        held = Credits()
+        if hold_id is not None:
+            hold = run(_LITE_HOLD, (account, hold_id)).one_or_none()
+            if hold is None or hold[2] <= at:
+                return None  # the aggregate path says HoldExpired (R16)
+            held = Credits(email=hold[0], mobile=hold[1])
+        if key is not None:
+            record = run(_LITE_KEY, (account, key)).one_or_none()
+            if record is None or record[1] or record[0] != hold_id:
+                return None  # replayed or taken over meanwhile (R17)
+        bought = self._lite_owned(connection, account, [c.contact for c in charged])
+        if bought:
+            return BoughtMeanwhile(contacts=bought)
+        last = run(_LITE_LAST_AT, (account,)).first()
+        charged_at = at if last is None or last[0] <= at else last[0]  # never before the last
+        plan_name = self._plan(wallet[2])[0]
+        balances = {Channel.EMAIL: wallet[3], Channel.MOBILE: wallet[4]}
+        total = dict.fromkeys(Channel, 0)
+        seq = wallet[5]
+        entries: list[tuple[Any, ...]] = []
+        owned: list[tuple[Any, ...]] = []
+        operation, destination = request.operation._value_, request.destination
+        for candidate in charged:
+            contact, pool, credits = (
+                candidate.contact,
+                candidate.price.pool,
+                candidate.price.credits,
+            )
+            total[pool] += credits
+            balances[pool] -= credits
+            entries.append(
+                (account, seq, pool._value_, -credits, charged_at, balances[pool], operation,
+                 f"{contact.channel._value_}:{contact.value}", plan_name, wallet[7], key,
+                 destination)
+            )  # fmt: skip
+            owned.append(
+                (account, contact.channel._value_, contact.value, pool._value_, credits,
+                 charged_at, seq)
+            )  # fmt: skip
+            seq += 1
+        invariant(
+            total[Channel.EMAIL] <= held.email and total[Channel.MOBILE] <= held.mobile,
+            "a charge within its hold (R15, R16)",
+        )
+        if entries:
+            run(_LITE_INSERT_ENTRY, entries)
+            run(_LITE_INSERT_OWNED, owned)
+        if hold_id is not None:
+            run(_LITE_DELETE_HOLD, (account, hold_id))
+        run(
+            _LITE_CHARGE_WALLET,
+            (total[Channel.EMAIL], total[Channel.MOBILE], len(entries), account),
+        )
+        if key is not None:
+            run(_LITE_STORE_RESULT, (stored, at, account, key))
+        return Settled()
+
+    def _lite_owned(
+        self, connection: Connection, account: str, contacts: Sequence[Contact]
+    ) -> frozenset[Contact]:
+        """Which of `contacts` the account owns: one primary-key probe per value."""
+        by_key = {(c.channel._value_, c.value): c for c in contacts}
+        found: set[Contact] = set()
+        for channel in Channel:
+            values = [value for (name, value) in by_key if name == channel._value_]
+            for start in range(0, len(values), _LITE_OWNED_CHUNK):
+                chunk = values[start : start + _LITE_OWNED_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = connection.exec_driver_sql(
+                    "SELECT value FROM credits_ownership WHERE account = ? AND channel = ? "
+                    f"AND value IN ({marks})",
+                    (account, channel._value_, *chunk),
+                )
+                found.update(by_key[(channel._value_, value)] for (value,) in rows)
+        return frozenset(found)
+
+    # -- shared -------------------------------------------------------------------------
+
+    @staticmethod
+    def _instant(at: datetime, connection: Connection) -> Any:
+        return INSTANT.process_bind_param(at, connection.dialect)
+
+    def _plan(self, text: str) -> tuple[str, Mapping[Channel, Price]]:
+        """A stored plan's name and price list (R2), parsed once per distinct plan."""
+        found = self._plans.get(text)
+        if found is None:
+            data = json.loads(text)
+            prices = {
+                _POOLS[channel]: Price(pool=_POOLS[price["pool"]], credits=int(price["credits"]))
+                for channel, price in data["prices"].items()
+            }
+            if len(self._plans) >= 1_000:  # plans are few; bounded all the same
+                self._plans.clear()
+            found = self._plans[text] = (str(data["name"]), prices)
+        return found
