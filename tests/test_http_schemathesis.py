@@ -26,8 +26,8 @@ from schemathesis import GenerationMode
 from schemathesis.config import HttpBearerAuthConfig
 from schemathesis.specs.openapi import checks
 
-from adapters.api.app import max_body_bytes
 from adapters.api.openapi import openapi_document
+from adapters.api.shapes import RequestShapes
 from adapters.verifier import ScriptedVerifier
 from credits_domain import Contact, Verdict
 from http_api_support import api_world
@@ -53,7 +53,7 @@ CHECKS = [
 # schemathesis.pytest.from_fixture, fails on pytest 9: schemathesis 4.32 reads a private
 # attribute of pytest's test items that pytest 9 removed.)
 MAX_BATCH = 20
-DOCUMENT = openapi_document(max_batch=MAX_BATCH, max_body_bytes=max_body_bytes(MAX_BATCH))
+DOCUMENT = openapi_document(RequestShapes.bounded(MAX_BATCH))
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 schema.config.update(parameters={"path.account": ACCOUNT})
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
