@@ -108,6 +108,10 @@ Destination = Annotated[
 ]
 
 
+# The three shapes that carry contacts are unbounded here: an app reads them through
+# RequestShapes, which adds its batch limit.
+
+
 class UnlockRequest(Shape, frozen=True):
     """Contacts to reveal (R9)."""
 
