@@ -1,5 +1,5 @@
 """Review of the HTTP API: each test reproduces a bug found in review (it failed before
-the fix in src/adapters/http named in its docstring). Real uvicorn on 127.0.0.1, httpx.
+the fix in src/adapters/api named in its docstring). Real uvicorn on 127.0.0.1, httpx.
 """
 
 from __future__ import annotations

@@ -18,6 +18,21 @@ STATEMENT_PAGE_SIZE: Final = 1_000
 DEFAULT_API_BATCH: Final = 1_000
 """Contacts per HTTP request unless the operator sets another bound (the service's own
 bound, `ChargePolicy.max_batch`, still applies)."""
+MAX_CONTACT_INPUT_LENGTH: Final = 320
+"""Characters of one contact datum as a client writes it, before its canonical form: an
+email is at most 64 + 1 + 253 characters, with room for stray spaces around it."""
+MAX_PLAN_NAME_LENGTH: Final = 100
+"""Characters of a plan name a client asks for (a longer one names no plan)."""
+MAX_STATEMENT_PAGE: Final = 1_000
+"""Ledger entries a client may ask for in one page of a statement."""
+DEFAULT_STATEMENT_PAGE: Final = 100
+"""Ledger entries in one page of a statement when the client does not say."""
+MAX_PERIOD_INDEX: Final = 1_200
+"""The highest billing period index a client may name: 1,200 months is a century, the
+horizon of renewals (`wallet.MAX_RENEWALS_PER_CATCH_UP`); beyond it dates leave the
+calendar's range."""
+MAX_STATEMENT_CURSOR: Final = 10**15
+"""The highest ledger sequence number a client may give as a statement cursor."""
 
 
 def _printable(text: str) -> bool:

@@ -2,9 +2,12 @@
 CreditService facade, authenticated by API keys (`credits_domain.ports.ApiKeyStore`).
 
 - `app`: routes, authentication, idempotency header, answers;
-- `schemas`: request bodies parsed into domain values, results rendered as JSON;
+- `shapes`: every request and answer body, declared once (msgspec Structs);
+- `schemas`: bodies decoded into the shapes and on into domain values, results rendered
+  through the shapes;
 - `problems`: every refusal as an RFC 9457 problem (`application/problem+json`);
-- `openapi`: the OpenAPI document.
+- `openapi`: the OpenAPI document, generated from the shapes
+  (`python -m adapters.api` prints it).
 """
 
 from adapters.api.app import create_app

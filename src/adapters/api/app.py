@@ -34,14 +34,15 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import attrs
+import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.api import schemas
+from adapters.api import schemas, shapes
 from adapters.api.openapi import openapi_document
 from adapters.api.problems import (
     BODY_TOO_LARGE,
@@ -56,6 +57,7 @@ from adapters.api.problems import (
     domain_problem,
     problem_response,
 )
+from adapters.api.shapes import RequestShapes
 from credits_domain import (
     ApiKeyStore,
     ChargeResult,
@@ -67,10 +69,6 @@ from credits_domain.limits import DEFAULT_API_BATCH, MAX_IDEMPOTENCY_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
-# Room for one contact in JSON ({"channel":"mobile","value":"...","region":"GB"} with a
-# 320-character value and generous white space), and for the rest of the body.
-BODY_BYTES_PER_CONTACT: Final = 512
-BODY_BYTES_BASE: Final = 16 * 1024
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _IDEMPOTENCY_KEY = re.compile(rf"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$")
@@ -85,10 +83,6 @@ _QUERY_PARAMETERS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 
 
-def max_body_bytes(max_batch: int) -> int:
-    return BODY_BYTES_BASE + BODY_BYTES_PER_CONTACT * max_batch
-
-
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
@@ -96,11 +90,12 @@ def _reject_constant(name: str) -> float:
 def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # With two equal names the last would win silently, and a proxy or log reading the
     # first would see another request than the one charged (RFC 8259 section 4).
-    obj: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in obj:
-            raise ValueError(f"the field {name!r} is given twice in one object")
-        obj[name] = value
+    # msgspec's parser keeps the last one silently too (its issue #648): see _Call.json.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for i, name in enumerate(names) if name in names[:i])
+        raise ValueError(f"the field {twice!r} is given twice in one object")
     return obj
 
 
@@ -125,6 +120,11 @@ class _Call:
             )
         if self.body is None:
             raise ProblemError(BODY_TOO_LARGE, "the request body is above the limit")
+        # The standard library's C scanner reads the text, and msgspec then converts the
+        # result to its shape (schemas.decode): msgspec's own parser would keep the last
+        # of two equal names, and would call an escaped lone surrogate ("\ud800")
+        # malformed JSON, where the core's printable rule names the field (422). The hook
+        # costs a dict() per object; the scan and the conversion stay in C.
         try:
             return json.loads(
                 self.body, parse_constant=_reject_constant, object_pairs_hook=_unique_fields
@@ -150,7 +150,7 @@ class _Call:
 @attrs.frozen
 class _Answer:
     status: int
-    body: Any
+    body: shapes.Shape
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
@@ -178,9 +178,9 @@ class _Api:
             )
         self.service = service
         self.keys = keys
-        self.max_batch = max_batch
-        self.max_body_bytes = max_body_bytes(max_batch)
-        self.document = openapi_document(max_batch=max_batch, max_body_bytes=self.max_body_bytes)
+        self.requests = RequestShapes.bounded(max_batch)
+        self.max_body_bytes = self.requests.max_body_bytes
+        self.document = openapi_document(self.requests)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -231,8 +231,11 @@ class _Api:
                     )
                     answer = handler(call)
                     # Rendered here, in the worker thread, not on the event loop.
-                    return JSONResponse(
-                        answer.body, status_code=answer.status, headers=dict(answer.headers)
+                    return Response(
+                        schemas.encode(answer.body),
+                        status_code=answer.status,
+                        headers=dict(answer.headers),
+                        media_type="application/json",
                     )
 
                 return await run_in_threadpool(work)
@@ -253,24 +256,25 @@ class _Api:
     # -- use cases --------------------------------------------------------------------
 
     def subscribe(self, call: _Call) -> _Answer:
-        request = schemas.PlanRequest.parse(call.json())
-        subscription = self.service.subscribe(call.account, request.plan)
+        plan = schemas.to_plan(schemas.decode(call.json(), shapes.PlanRequest))
+        subscription = self.service.subscribe(call.account, plan)
         return _Answer(
             201,
-            schemas.subscription_json(subscription),
+            schemas.render_subscription(subscription),
             # A URL: the account percent-encoded ('?', '#', ' ' and non-Latin-1 ids; the
             # raw id failed to encode as a header *after* subscribing).
             {"Location": f"/v1/accounts/{quote(call.account, safe='')}/subscription"},
         )
 
     def get_subscription(self, call: _Call) -> _Answer:
-        return _Answer(200, schemas.subscription_json(self.service.subscription(call.account)))
+        subscription = self.service.subscription(call.account)
+        return _Answer(200, schemas.render_subscription(subscription))
 
     def change_plan(self, call: _Call) -> _Answer:
-        request = schemas.PlanRequest.parse(call.json())
-        change = self.service.change_plan(call.account, request.plan)
+        plan = schemas.to_plan(schemas.decode(call.json(), shapes.PlanRequest))
+        change = self.service.change_plan(call.account, plan)
         subscription = self.service.subscription(call.account)
-        return _Answer(200, schemas.plan_change_json(change, subscription))
+        return _Answer(200, schemas.render_plan_change(change, subscription))
 
     def cancel(self, call: _Call) -> _Answer:
         self.service.cancel(call.account)
@@ -286,41 +290,41 @@ class _Api:
 
     def _charged(self, result: ChargeResult) -> _Answer:
         headers = {REPLAYED_HEADER: "true"} if result.replayed else {}
-        return _Answer(200, schemas.charge_result_json(result), headers)
+        return _Answer(200, schemas.render_charge(result), headers)
 
     def unlock(self, call: _Call) -> _Answer:
-        request = schemas.UnlockRequest.parse(call.json(), max_batch=self.max_batch)
+        request = schemas.decode(call.json(), self.requests.unlock)
+        contacts = schemas.to_contacts(request.contacts, "contacts")
         key = call.idempotency_key()
-        return self._charged(
-            self.service.unlock(call.account, request.contacts, idempotency_key=key)
-        )
+        return self._charged(self.service.unlock(call.account, contacts, idempotency_key=key))
 
     def export(self, call: _Call) -> _Answer:
-        request = schemas.ExportRequest.parse(call.json(), max_batch=self.max_batch)
+        request = schemas.decode(call.json(), self.requests.export)
+        contacts = schemas.to_contacts(request.contacts, "contacts")
         key = call.idempotency_key()
         result = self.service.export(
-            call.account, request.contacts, destination=request.destination, idempotency_key=key
+            call.account, contacts, destination=request.destination, idempotency_key=key
         )
         return self._charged(result)
 
     def enrich(self, call: _Call) -> _Answer:
-        request = schemas.EnrichRequest.parse(call.json(), max_batch=self.max_batch)
+        request = schemas.decode(call.json(), self.requests.enrich)
+        found = schemas.to_contacts(request.found, "found")
         key = call.idempotency_key()
-        return self._charged(self.service.enrich(call.account, request.found, idempotency_key=key))
+        return self._charged(self.service.enrich(call.account, found, idempotency_key=key))
 
     def report_bounce(self, call: _Call) -> _Answer:
-        request = schemas.BounceRequest.parse(call.json())
-        entry = self.service.report_bounce(call.account, request.contact)
-        return _Answer(201, schemas.entry_json(entry))
+        contact = schemas.to_contact(schemas.decode(call.json(), shapes.ContactIn), "")
+        entry = self.service.report_bounce(call.account, contact)
+        return _Answer(201, schemas.render_entry(entry))
 
     def balance(self, call: _Call) -> _Answer:
-        return _Answer(200, schemas.balance_json(self.service.balance(call.account)))
+        return _Answer(200, schemas.render_balance(self.service.balance(call.account)))
 
     def balance_at(self, call: _Call) -> _Answer:
         at = schemas.parse_instant_param(call.query, "at")
-        return _Answer(
-            200, schemas.past_balance_json(at, self.service.balance_at(call.account, at))
-        )
+        past = self.service.balance_at(call.account, at)
+        return _Answer(200, schemas.render_past_balance(at, past))
 
     def statement(self, call: _Call) -> _Answer:
         query = schemas.StatementQuery.parse(call.query)
@@ -335,7 +339,7 @@ class _Api:
         more = len(page) > query.limit
         page = page[: query.limit]
         next_cursor = page[-1].seq if more else None
-        return _Answer(200, schemas.statement_json(page, next_cursor, period))
+        return _Answer(200, schemas.render_statement(page, next_cursor, period))
 
 
 def create_app(
@@ -363,7 +367,7 @@ def create_app(
 
         return Route(base + path, dispatch, methods=list(methods))
 
-    document = JSONResponse(api.document).body  # rendered once: it never changes
+    document = msgspec.json.encode(api.document)  # rendered once: it never changes
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")

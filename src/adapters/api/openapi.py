@@ -1,207 +1,37 @@
-"""The OpenAPI 3.1 document of the HTTP API, written by hand.
+"""The OpenAPI 3.1 document of the HTTP API, generated from the wire shapes.
 
-It is the contract other teams script against, so it is written, not generated: a change
-of the wire format shows in this file's diff. tests/test_http_schemathesis.py checks that
-the served answers conform to it (status codes, media types, bodies).
+Every request and answer body's schema is the JSON Schema of its shape in `shapes.py`
+(or `problems.Problem`), made by `msgspec.json.schema_components`; this module adds what
+is not a body: paths, parameters, headers, status codes and which problems each answers.
+The document of the default limits is kept in tests/snapshots/openapi.json, and a test
+compares the two, so that any change of the public contract shows as a reviewed diff
+(regenerate with `python -m adapters.api > tests/snapshots/openapi.json`).
+tests/test_http_schemathesis.py checks that the served answers conform to it.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
-from adapters.api import schemas
-from adapters.api.problems import ALL_KINDS, PROBLEM_MEDIA_TYPE, problem_type
-from credits_domain import Channel, EntryKind, Operation, Outcome, PlanChange, Status, Verdict
+import msgspec
+
+from adapters.api import shapes
+from adapters.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from adapters.api.shapes import RequestShapes
 from credits_domain.limits import (
+    DEFAULT_STATEMENT_PAGE,
     MAX_ACCOUNT_ID_LENGTH,
-    MAX_DESTINATION_LENGTH,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_PERIOD_INDEX,
+    MAX_STATEMENT_CURSOR,
+    MAX_STATEMENT_PAGE,
 )
 
 API_VERSION: Final = "1.0.0"
+REF_TEMPLATE: Final = "#/components/schemas/{name}"
 
 Json = dict[str, Any]
-
-
-def _ref(name: str) -> Json:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Json) -> Json:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _enum(values: list[str]) -> Json:
-    return {"type": "string", "enum": values}
-
-
-def _object(properties: Json, required: list[str] | None = None) -> Json:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties) if required is None else required,
-        "additionalProperties": False,
-    }
-
-
-_COUNT: Final = {"type": "integer", "minimum": 0}
-_INSTANT: Final = {"type": "string", "format": "date-time"}
-_CHANNEL: Final = _enum([c.value for c in Channel])
-
-
-def _schemas(max_batch: int) -> Json:
-    contact_in = _object(
-        {
-            "channel": _CHANNEL,
-            "value": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": schemas.MAX_VALUE_LENGTH,
-                "description": "An email address, or a mobile number in E.164 ('+' and "
-                "digits; spaces, dashes, dots and parentheses are ignored), or in national "
-                "form with a region. Put in canonical form before anything else (R12): an "
-                "email trimmed and lower-cased, a number in E.164. A value that cannot be "
-                "is refused with 422 malformed-contact.",
-            },
-            "region": {
-                "type": "string",
-                "pattern": "^[A-Z]{2}$",
-                "description": "Mobile only: the ISO 3166 region of a national number.",
-            },
-        },
-        required=["channel", "value"],
-    )
-    contacts = {
-        "type": "array",
-        "items": _ref("ContactIn"),
-        "maxItems": max_batch,
-        "description": f"At most {max_batch} contacts (422 batch-too-large above); "
-        "settled in this order (R15). The same datum twice is charged once (R12).",
-    }
-    item = _object(
-        {
-            "channel": _CHANNEL,
-            "value": {"type": "string", "description": "The datum in canonical form."},
-            "outcome": _enum([o.value for o in Outcome]),
-            "verdict": _nullable(_enum([v.value for v in Verdict])),
-            "revealed": {
-                "type": "boolean",
-                "description": "May the datum be handed out as verified (charged or owned).",
-            },
-            "pool": _nullable(_CHANNEL),
-            "credits": _COUNT,
-        }
-    )
-    period = _object({"index": _COUNT, "start": _INSTANT, "end": _INSTANT})
-    subscription = _object(
-        {
-            "account": {"type": "string"},
-            "plan": {"type": "string"},
-            "status": _enum([s.value for s in Status]),
-            "period": _ref("Period"),
-            "ends_at": _nullable(_INSTANT),
-            "pending_plan": _nullable({"type": "string"}),
-        }
-    )
-    cause = _object(
-        {
-            "operation": _enum([o.value for o in Operation]),
-            "datum": _nullable({"type": "string"}),
-            "plan": _nullable({"type": "string"}),
-            "period": _nullable(_COUNT),
-            "idempotency_key": _nullable({"type": "string"}),
-            "destination": _nullable({"type": "string"}),
-            "note": _nullable({"type": "string"}),
-        }
-    )
-    entry = _object(
-        {
-            "seq": _COUNT,
-            "kind": _enum([k.value for k in EntryKind]),
-            "pool": _CHANNEL,
-            "amount": {"type": "integer", "description": "Signed: grants > 0, charges < 0."},
-            "at": _INSTANT,
-            "balance_after": _COUNT,
-            "cause": _ref("Cause"),
-        }
-    )
-    problem = {
-        "type": "object",
-        "description": "RFC 9457 problem details. Branch on `type`; title and detail are "
-        "for people.",
-        "properties": {
-            "type": {"type": "string", "enum": sorted({problem_type(k.slug) for k in ALL_KINDS})},
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-        },
-        "required": ["type", "title", "status", "detail"],
-        "additionalProperties": False,
-    }
-    return {
-        "ContactIn": contact_in,
-        "PlanRequest": _object(
-            {
-                "plan": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": schemas.MAX_PLAN_NAME_LENGTH,
-                    "description": "A plan of the catalogue (ignite, boost, power); "
-                    "another name is refused with 422 unknown-plan.",
-                }
-            }
-        ),
-        "UnlockRequest": _object({"contacts": contacts}),
-        "ExportRequest": _object(
-            {
-                "contacts": contacts,
-                "destination": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_DESTINATION_LENGTH,
-                    "description": "A file format or CRM: 'csv', 'hubspot', ...",
-                },
-            }
-        ),
-        "EnrichRequest": _object({"found": contacts}),
-        "ChargeItem": item,
-        "ChargeResult": _object(
-            {
-                "operation": _enum(["unlock", "export", "enrich"]),
-                "idempotency_key": _nullable({"type": "string"}),
-                "items": {"type": "array", "items": _ref("ChargeItem")},
-                "charged": _object({"email": _COUNT, "mobile": _COUNT}),
-            }
-        ),
-        "Period": period,
-        "Subscription": subscription,
-        "PlanChange": _object(
-            {
-                "change": _enum([c.value for c in PlanChange]),
-                "subscription": _ref("Subscription"),
-            }
-        ),
-        "Balance": _object(
-            {
-                "email": _COUNT,
-                "mobile": _COUNT,
-                "email_available": _COUNT,
-                "mobile_available": _COUNT,
-            }
-        ),
-        "PastBalance": _object({"at": _INSTANT, "email": _COUNT, "mobile": _COUNT}),
-        "Cause": cause,
-        "LedgerEntry": entry,
-        "Statement": _object(
-            {
-                "entries": {"type": "array", "items": _ref("LedgerEntry")},
-                "next_cursor": _nullable(_COUNT),
-                "period": _nullable(_ref("Period")),
-            }
-        ),
-        "Problem": problem,
-    }
 
 
 _STATUS_TEXT: Final = {
@@ -219,10 +49,36 @@ _STATUS_TEXT: Final = {
 }
 
 
-def _problem(status: int) -> Json:
+class _Schemas:
+    """The component schemas of every body, and a `$ref` to each shape's."""
+
+    def __init__(self, requests: RequestShapes) -> None:
+        bodies: list[type[msgspec.Struct]] = [
+            shapes.PlanRequest,
+            shapes.ContactIn,
+            requests.unlock,
+            requests.export,
+            requests.enrich,
+            shapes.Subscription,
+            shapes.PlanChangeResult,
+            shapes.ChargeResult,
+            shapes.LedgerEntry,
+            shapes.Balance,
+            shapes.PastBalance,
+            shapes.Statement,
+            Problem,
+        ]
+        refs, self.components = msgspec.json.schema_components(bodies, ref_template=REF_TEMPLATE)
+        self._refs = dict(zip(bodies, refs, strict=True))
+
+    def ref(self, shape: type[msgspec.Struct]) -> Json:
+        return dict(self._refs[shape])
+
+
+def _problem(schemas: _Schemas, status: int) -> Json:
     response: Json = {
         "description": _STATUS_TEXT[status],
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": _ref("Problem")}},
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": schemas.ref(Problem)}},
     }
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
@@ -236,10 +92,10 @@ def _problem(status: int) -> Json:
     return response
 
 
-def _ok(description: str, schema: str, headers: Json | None = None) -> Json:
+def _ok(description: str, schema: Json, headers: Json | None = None) -> Json:
     response: Json = {
         "description": description,
-        "content": {"application/json": {"schema": _ref(schema)}},
+        "content": {"application/json": {"schema": schema}},
     }
     if headers:
         response["headers"] = headers
@@ -247,12 +103,13 @@ def _ok(description: str, schema: str, headers: Json | None = None) -> Json:
 
 
 def _operation(
+    schemas: _Schemas,
     operation_id: str,
     summary: str,
     success: tuple[int, Json],
     problems: list[int],
     *,
-    body: str | None = None,
+    body: type[msgspec.Struct] | None = None,
     example: Json | None = None,
     parameters: list[Json] | None = None,
 ) -> Json:
@@ -261,13 +118,13 @@ def _operation(
         "summary": summary,
         "responses": {
             str(success[0]): success[1],
-            **{str(status): _problem(status) for status in sorted(problems)},
+            **{str(status): _problem(schemas, status) for status in sorted(problems)},
         },
     }
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        media: Json = {"schema": _ref(body)}
+        media: Json = {"schema": schemas.ref(body)}
         if example is not None:
             media["example"] = example
         operation["requestBody"] = {"required": True, "content": {"application/json": media}}
@@ -307,52 +164,69 @@ def _int_query(name: str, low: int, high: int, description: str) -> Json:
     }
 
 
-def openapi_document(*, max_batch: int, max_body_bytes: int) -> Json:
-    """The document the app serves at /openapi.json, for the app's limits."""
-    charge_ok = _ok("One item per contact, in request order", "ChargeResult", dict(_REPLAYED))
+def openapi_document(requests: RequestShapes) -> Json:
+    """The document an app with these request shapes serves at /openapi.json."""
+    schemas = _Schemas(requests)
+    charge_ok = _ok(
+        "One item per contact, in request order",
+        schemas.ref(shapes.ChargeResult),
+        dict(_REPLAYED),
+    )
     contacts_example = {
         "contacts": [
             {"channel": "email", "value": "Ann@Example.com"},
             {"channel": "mobile", "value": "+1 415 555 0100"},
         ]
     }
-    subscription_ok = _ok("The subscription", "Subscription")
+    subscription_ok = _ok("The subscription", schemas.ref(shapes.Subscription))
     account_path = "/v1/accounts/{account}"
     paths: Json = {
         f"{account_path}/subscription": {
             "post": _operation(
+                schemas,
                 "subscribe",
                 "Subscribe to a plan: the first allowance is granted at once (R3, R6)",
                 (
                     201,
                     _ok(
                         "Subscribed",
-                        "Subscription",
+                        schemas.ref(shapes.Subscription),
                         {"Location": {"schema": {"type": "string"}}},
                     ),
                 ),
                 _BODY_PROBLEMS,
-                body="PlanRequest",
+                body=shapes.PlanRequest,
                 example={"plan": "boost"},
             ),
             "get": _operation(
-                "getSubscription", "The subscription", (200, subscription_ok), _READ_PROBLEMS
+                schemas,
+                "getSubscription",
+                "The subscription",
+                (200, subscription_ok),
+                _READ_PROBLEMS,
             ),
         },
         f"{account_path}/subscription/plan": {
             "put": _operation(
+                schemas,
                 "changePlan",
                 "Change plan: an upgrade acts at once, pro-rated; a downgrade at renewal (R7)",
-                (200, _ok("The change and the subscription after it", "PlanChange")),
+                (
+                    200,
+                    _ok(
+                        "The change and the subscription after it",
+                        schemas.ref(shapes.PlanChangeResult),
+                    ),
+                ),
                 _BODY_PROBLEMS,
-                body="PlanRequest",
+                body=shapes.PlanRequest,
                 example={"plan": "power"},
             )
         },
         **{
             f"{account_path}/subscription/{verb}": {
                 "post": _operation(
-                    verb + "Subscription", summary, (200, subscription_ok), _READ_PROBLEMS
+                    schemas, verb + "Subscription", summary, (200, subscription_ok), _READ_PROBLEMS
                 )
             }
             for verb, summary in [
@@ -363,60 +237,66 @@ def openapi_document(*, max_batch: int, max_body_bytes: int) -> Json:
         },
         f"{account_path}/unlock": {
             "post": _operation(
+                schemas,
                 "unlock",
                 "Unlock contacts: pay once per new datum that verifies VALID (R9..R17)",
                 (200, charge_ok),
                 _BODY_PROBLEMS,
-                body="UnlockRequest",
+                body=requests.unlock,
                 example=contacts_example,
                 parameters=[_IDEMPOTENCY],
             )
         },
         f"{account_path}/export": {
             "post": _operation(
+                schemas,
                 "export",
                 "Export contacts to a file or CRM: charges only data not owned yet (R13)",
                 (200, charge_ok),
                 _BODY_PROBLEMS,
-                body="ExportRequest",
+                body=requests.export,
                 example={**contacts_example, "destination": "csv"},
                 parameters=[_IDEMPOTENCY],
             )
         },
         f"{account_path}/enrich": {
             "post": _operation(
+                schemas,
                 "enrich",
                 "Enrichment found these data: charges only new, VALID data (R14)",
                 (200, charge_ok),
                 _BODY_PROBLEMS,
-                body="EnrichRequest",
+                body=requests.enrich,
                 example={"found": contacts_example["contacts"]},
                 parameters=[_IDEMPOTENCY],
             )
         },
         f"{account_path}/bounces": {
             "post": _operation(
+                schemas,
                 "reportBounce",
                 "Report a hard bounce: a charged email is refunded once, within 30 days (R18)",
-                (201, _ok("The refund's ledger entry", "LedgerEntry")),
+                (201, _ok("The refund's ledger entry", schemas.ref(shapes.LedgerEntry))),
                 _BODY_PROBLEMS,
-                body="ContactIn",
+                body=shapes.ContactIn,
                 example={"channel": "email", "value": "ann@example.com"},
             )
         },
         f"{account_path}/balance": {
             "get": _operation(
+                schemas,
                 "balance",
                 "Both pools now; *_available subtract open holds (R16, R20)",
-                (200, _ok("The balance", "Balance")),
+                (200, _ok("The balance", schemas.ref(shapes.Balance))),
                 _READ_PROBLEMS,
             )
         },
         f"{account_path}/balance-at": {
             "get": _operation(
+                schemas,
                 "balanceAt",
                 "Both pools at an instant, from the ledger (R21)",
-                (200, _ok("The balance at that instant", "PastBalance")),
+                (200, _ok("The balance at that instant", schemas.ref(shapes.PastBalance))),
                 [*_READ_PROBLEMS, 422],
                 parameters=[
                     {
@@ -431,28 +311,35 @@ def openapi_document(*, max_batch: int, max_body_bytes: int) -> Json:
         },
         f"{account_path}/statement": {
             "get": _operation(
+                schemas,
                 "statement",
                 "The ledger with running balances, paged by seq (R19, R21)",
-                (200, _ok("One page; next_cursor is null on the last page", "Statement")),
+                (
+                    200,
+                    _ok(
+                        "One page; next_cursor is null on the last page",
+                        schemas.ref(shapes.Statement),
+                    ),
+                ),
                 [*_READ_PROBLEMS, 422],
                 parameters=[
                     _int_query(
                         "cursor",
                         0,
-                        schemas.MAX_CURSOR,
+                        MAX_STATEMENT_CURSOR,
                         "The seq of the last entry already read (next_cursor of the page "
                         "before); absent: from the first entry.",
                     ),
                     _int_query(
                         "limit",
                         1,
-                        schemas.MAX_STATEMENT_LIMIT,
-                        f"Entries per page (default {schemas.DEFAULT_STATEMENT_LIMIT}).",
+                        MAX_STATEMENT_PAGE,
+                        f"Entries per page (default {DEFAULT_STATEMENT_PAGE}).",
                     ),
                     _int_query(
                         "period",
                         0,
-                        schemas.MAX_PERIOD_INDEX,
+                        MAX_PERIOD_INDEX,
                         "Only this billing period's entries (0 is the first period of the "
                         "current subscription); absent: all entries.",
                     ),
@@ -492,13 +379,18 @@ def openapi_document(*, max_batch: int, max_body_bytes: int) -> Json:
             "verified, new data (rules R1..R21). Authenticate with an API key bound to one "
             "account: `Authorization: Bearer <key>`. Errors are RFC 9457 problem details "
             "with a stable `type` URI under https://credits-domain.dev/problems/. Request "
-            f"bodies: JSON, at most {max_body_bytes} bytes, unknown fields refused; at most "
-            f"{max_batch} contacts per request.",
+            f"bodies: JSON, at most {requests.max_body_bytes} bytes, unknown fields refused, "
+            f"no field named twice; at most {requests.max_batch} contacts per request.",
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(max_batch),
+            "schemas": schemas.components,
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"apiKey": []}],
     }
+
+
+def document_text(document: Json) -> str:
+    """The document as the snapshot stores it: indented, in the order it was built."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -27,10 +27,12 @@ slug and status. The status codes follow one rule:
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Annotated, Final
 
 import attrs
-from starlette.responses import JSONResponse
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+from starlette.responses import Response
 
 from credits_domain import errors
 
@@ -120,6 +122,9 @@ ALL_KINDS: Final[tuple[ProblemKind, ...]] = (
     *DOMAIN_PROBLEMS.values(),
 )
 
+# The document lists every type URI, so that a client knows all it may have to handle.
+PROBLEM_TYPES: Final = sorted({problem_type(kind.slug) for kind in ALL_KINDS})
+
 # Errors whose condition passes with time: the answer says when to try again (seconds).
 RETRY_AFTER_S: Final = {"request-in-flight": 1, "concurrency-conflict": 1, "storage-unavailable": 5}
 
@@ -144,22 +149,29 @@ class ProblemError(Exception):
         self.headers = headers or {}
 
 
-class ProblemResponse(JSONResponse):
-    media_type = PROBLEM_MEDIA_TYPE
+class Problem(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """RFC 9457 problem details. Branch on `type`; title and detail are for people."""
+
+    type: Annotated[str, Meta(extra_json_schema={"enum": PROBLEM_TYPES})]
+    title: str
+    status: Annotated[int, Meta(ge=400, le=599)]
+    detail: str
+    instance: str | UnsetType = UNSET
 
 
-def problem_body(kind: ProblemKind, detail: str, instance: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": problem_type(kind.slug),
-        "title": kind.title,
-        "status": kind.status,
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def problem_body(kind: ProblemKind, detail: str, instance: str | None = None) -> Problem:
+    return Problem(
+        type=problem_type(kind.slug),
+        title=kind.title,
+        status=kind.status,
         # A detail may quote client input; an unpaired surrogate in it must not turn the
         # answer into an unrendered 500 outside this shape.
-        "detail": detail.encode("utf-8", "backslashreplace").decode("utf-8"),
-    }
-    if instance is not None:
-        body["instance"] = instance
-    return body
+        detail=detail.encode("utf-8", "backslashreplace").decode("utf-8"),
+        instance=UNSET if instance is None else instance,
+    )
 
 
 def problem_response(
@@ -168,19 +180,22 @@ def problem_response(
     *,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
-) -> ProblemResponse:
+) -> Response:
     all_headers = dict(headers or {})
     retry_after_s = RETRY_AFTER_S.get(kind.slug)
     if retry_after_s is not None:
         all_headers.setdefault("Retry-After", str(retry_after_s))
     if kind.status == 401:
         all_headers.setdefault("WWW-Authenticate", 'Bearer realm="credits"')
-    return ProblemResponse(
-        problem_body(kind, detail, instance), status_code=kind.status, headers=all_headers
+    return Response(
+        _ENCODER.encode(problem_body(kind, detail, instance)),
+        status_code=kind.status,
+        headers=all_headers,
+        media_type=PROBLEM_MEDIA_TYPE,
     )
 
 
-def domain_problem(error: errors.CreditsError, instance: str | None = None) -> ProblemResponse:
+def domain_problem(error: errors.CreditsError, instance: str | None = None) -> Response:
     kind = kind_of(error)
     if isinstance(error, errors.StorageError):
         # The storage's own words may name tables and hosts: they go to the log only.

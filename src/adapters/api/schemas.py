@@ -1,29 +1,36 @@
-"""The JSON schemas of the HTTP API: typed parsing of requests, rendering of responses.
+"""Requests into domain values, results into answers, through the wire shapes (`shapes.py`).
 
-These are the boundary's own shapes, kept apart from the domain classes so that the wire
-format changes only on purpose. Parsing is strict and complete before any use case runs,
-so a bad request charges nothing and stores nothing:
-- a body is a JSON object with exactly the documented fields (an unknown field is refused:
-  a typo must not pass silently);
-- a wrong type, a missing field or an out-of-range value raises `InvalidRequest` (422), a
-  malformed contact `MalformedContact`-kind problem (422), more contacts than the batch
-  limit `BatchTooLarge` (422). Each message names the offending field (`contacts[3].value`).
+Parsing is strict and complete before any use case runs, so a bad request charges nothing
+and stores nothing:
+- the body, read as JSON by the app (malformed JSON, or a name given twice in one object,
+  is 400 there), is converted to its shape by msgspec: a missing or unknown field, a wrong
+  type or an out-of-range value is `InvalidRequest` (422), more contacts than the batch
+  limit `BatchTooLarge` (422). The message names the field (`contacts[3].value`), read
+  from msgspec's own path (`$.contacts[3].value`), and says what the field must be.
+- each contact is then put in canonical form by the core: a malformed one is a
+  `MalformedContact`-kind problem (422) naming its place in the request.
 - Query parameters: an unknown one is refused, and so is a documented one given twice.
 
 Mobile numbers are E.164 (`+` and digits; spaces, dashes, dots and parentheses are
 dropped by the core). A national format is accepted with a `region` (ISO 3166 alpha-2,
 "GB"), and parsed into E.164 with `phones.parse_phone` (the `phonenumbers` library).
+
+Rendering builds the shapes from domain values; `encode` turns them into bytes, the same
+bytes for the same result every time (a replay is byte for byte the first answer, R17).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final, TypeVar
 
 import attrs
+import msgspec
+import msgspec.inspect as mi
 
+from adapters.api import shapes
 from adapters.api.problems import DOMAIN_PROBLEMS, ProblemError
 from adapters.phones import parse_phone
 from credits_domain import (
@@ -33,74 +40,144 @@ from credits_domain import (
     ChargeResult,
     Contact,
     Credits,
+    CreditsError,
     InvalidRequest,
     LedgerEntry,
     MalformedContact,
+    Operation,
     Period,
     PlanChange,
     Subscription,
 )
-from credits_domain.limits import MAX_DESTINATION_LENGTH
+from credits_domain.limits import (
+    DEFAULT_STATEMENT_PAGE,
+    MAX_PERIOD_INDEX,
+    MAX_STATEMENT_CURSOR,
+    MAX_STATEMENT_PAGE,
+)
 
-MAX_VALUE_LENGTH: Final = 320  # an email is at most 64 + 1 + 253 characters, with slack
-MAX_PLAN_NAME_LENGTH: Final = 100
-MAX_STATEMENT_LIMIT: Final = 1000
-DEFAULT_STATEMENT_LIMIT: Final = 100
-# Period indexes are months from the anchor: 1,200 is a century, the core's own horizon
-# (wallet.MAX_RENEWALS_PER_CATCH_UP); beyond it dates leave the calendar's range.
-MAX_PERIOD_INDEX: Final = 1200
-MAX_CURSOR: Final = 10**15
-_REGION = re.compile(r"^[A-Z]{2}$")
 _INTEGER = re.compile(r"-?[0-9]{1,16}")  # used with fullmatch: `$` would admit "5\n"
 
-JsonObject = dict[str, Any]
+_S = TypeVar("_S", bound=shapes.Shape)
 
 
-# -- parsing ------------------------------------------------------------------------------
+# -- bodies -------------------------------------------------------------------------------
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+def decode(body: object, shape: type[_S]) -> _S:
+    """`body` (parsed JSON) as `shape`, or the refusal naming the field that is wrong."""
+    try:
+        return msgspec.convert(body, shape)
+    except msgspec.ValidationError as exc:
+        raise _refusal(str(exc), shape, body) from exc
 
 
-def require_object(
-    value: object, where: str, *, required: frozenset[str], optional: frozenset[str] = frozenset()
-) -> Mapping[str, object]:
-    """`value` as a JSON object with all `required` fields and no field outside both sets."""
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{where} must be a JSON object, got {_type_name(value)}")
-    missing = sorted(required - value.keys())
-    if missing:
-        raise InvalidRequest(f"{where} is missing the field(s) {', '.join(missing)}")
-    unknown = sorted(value.keys() - required - optional)
-    if unknown:
-        raise InvalidRequest(
-            f"{where} has unknown field(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(required | optional))}"
-        )
-    return value
+# msgspec says "<what> - at `$.contacts[3].value`" (no "at" for the body itself).
+_AT: Final = " - at `$"
+_STEP = re.compile(r"\.([^.\[]+)|\[([0-9]+)\]")
+_EXPECTED = re.compile(r"Expected `(?P<want>\w+)`, got `(?P<got>\w+)`")
+_LENGTH = re.compile(r"Expected `(?P<kind>str|array)` of length (?P<op><=|>=) (?P<n>[0-9]+)")
+_PATTERN = re.compile(r"Expected `str` matching regex (?P<regex>.+)")
+_MISSING = re.compile(r"Object missing required field `(?P<name>.+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>.+)`")
+_BAD_ENUM = re.compile(r"Invalid enum value (?P<value>.+)")
+_WANTED: Final = {
+    "object": "a JSON object",
+    "array": "an array",
+    "str": "a string",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "null": "null",
+}
+_GIVEN: Final = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
 
 
-def require_string(value: object, where: str, *, max_length: int) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{where} must be a string, got {_type_name(value)}")
-    if not value.strip():
-        raise InvalidRequest(f"{where} must not be blank")
-    if len(value) > max_length:
-        raise InvalidRequest(f"{where} must be at most {max_length} characters")
-    return value
+@attrs.frozen
+class _Field:
+    """What the shape declares at a path: the bare type, and its description if any."""
+
+    type: mi.Type
+    description: str | None
+
+
+def _bare(t: mi.Type, description: str | None = None) -> _Field:
+    while True:
+        if isinstance(t, mi.Metadata):
+            description = (t.extra_json_schema or {}).get("description", description)
+            t = t.type
+        elif isinstance(t, mi.UnionType) and len(t.types) == 2 and mi.NoneType() in t.types:
+            t = next(u for u in t.types if u != mi.NoneType())
+        else:
+            return _Field(t, description)
+
+
+def _field_at(shape: type[shapes.Shape], path: str) -> _Field:
+    field = _bare(mi.type_info(shape))
+    for name, _index in _STEP.findall(path):
+        t = field.type
+        if name and isinstance(t, mi.StructType):
+            field = _bare(next(f.type for f in t.fields if f.encode_name == name))
+        elif not name and isinstance(t, mi.ListType):
+            field = _bare(t.item_type)
+    return field
+
+
+def _value_at(body: object, path: str) -> object:
+    for name, index in _STEP.findall(path):
+        if name and isinstance(body, dict):
+            body = body.get(name)
+        elif index and isinstance(body, list):
+            body = body[int(index)]
+        else:
+            return None
+    return body
+
+
+def _is_contact_list(field: _Field) -> bool:
+    if not isinstance(field.type, mi.ListType):
+        return False
+    item = _bare(field.type.item_type).type
+    return isinstance(item, mi.StructType) and item.cls is shapes.ContactIn
+
+
+def _refusal(message: str, shape: type[shapes.Shape], body: object) -> CreditsError:
+    """msgspec's message, said in the API's words and with the field named as in the body."""
+    what, _, at = message.partition(_AT)
+    path = at.removesuffix("`")
+    where = path.removeprefix(".") or "the body"
+    field = _field_at(shape, path)
+    if m := _EXPECTED.fullmatch(what):
+        wanted = _WANTED.get(m["want"], m["want"])
+        return InvalidRequest(f"{where} must be {wanted}, got {_GIVEN.get(m['got'], m['got'])}")
+    if m := _LENGTH.fullmatch(what):
+        n, at_most, is_str = int(m["n"]), m["op"] == "<=", m["kind"] == "str"
+        if at_most and _is_contact_list(field):
+            given = _value_at(body, path)
+            count = len(given) if isinstance(given, list) else "too many"
+            return BatchTooLarge(
+                f"{where} has {count} contacts; at most {n} per request: split the batch"
+            )
+        if is_str and not at_most and n == 1:
+            return InvalidRequest(f"{where} must not be blank")
+        bound = "at most" if at_most else "at least"
+        if is_str:
+            return InvalidRequest(f"{where} must be {bound} {n} characters long")
+        return InvalidRequest(f"{where} must have {bound} {n} items")
+    if m := _PATTERN.fullmatch(what):
+        about = f" ({field.description})" if field.description else ""
+        return InvalidRequest(f"{where} must match {m['regex']}{about}")
+    if m := _MISSING.fullmatch(what):
+        return InvalidRequest(f"{where} is missing the field {m['name']}")
+    if m := _UNKNOWN.fullmatch(what):
+        allowed = ""
+        if isinstance(field.type, mi.StructType):
+            allowed = "; allowed: " + ", ".join(sorted(f.encode_name for f in field.type.fields))
+        return InvalidRequest(f"{where} has the unknown field {m['name']!r}{allowed}")
+    if (m := _BAD_ENUM.fullmatch(what)) and isinstance(field.type, mi.EnumType):
+        allowed = ", ".join(str(member.value) for member in field.type.cls)
+        return InvalidRequest(f"{where} must be one of {allowed}, got {m['value']}")
+    return InvalidRequest(f"{where}: {what}")
 
 
 def _mobile(value: str, region: str | None) -> Contact:
@@ -111,97 +188,47 @@ def _mobile(value: str, region: str | None) -> Contact:
     return parse_phone(value, region)
 
 
-def parse_contact(value: object, where: str) -> Contact:
-    """One `{"channel": "email"|"mobile", "value": str, "region"?: "GB"}`."""
-    obj = require_object(
-        value, where, required=frozenset({"channel", "value"}), optional=frozenset({"region"})
-    )
-    channel_name = obj["channel"]
-    channels = [c.value for c in Channel]
-    if channel_name not in channels:
-        raise InvalidRequest(f"{where}.channel must be one of {', '.join(channels)}")
-    channel = Channel(channel_name)
-    raw = require_string(obj["value"], f"{where}.value", max_length=MAX_VALUE_LENGTH)
+def _not_blank(value: str, where: str) -> str:
+    # The shapes refuse an empty string; one of spaces only says as little.
+    if not value.strip():
+        raise InvalidRequest(f"{where} must not be blank")
+    return value
+
+
+def to_plan(request: shapes.PlanRequest) -> str:
+    return _not_blank(request.plan, "plan")
+
+
+def to_contact(item: shapes.ContactIn, where: str) -> Contact:
+    """One contact of a request in canonical form; `where` names it ("" for the body)."""
+    if not item.value.strip():
+        raise InvalidRequest(f"{_name(where, 'value')} must not be blank")
     region: str | None = None
-    if "region" in obj:
-        if channel is not Channel.MOBILE:
-            raise InvalidRequest(f"{where}.region is only for mobile numbers")
-        given = obj["region"]
-        if not isinstance(given, str) or not _REGION.match(given):
-            raise InvalidRequest(f"{where}.region must be an ISO 3166 alpha-2 code like 'GB'")
-        region = given
+    if isinstance(item.region, str):
+        if item.channel is not Channel.MOBILE:
+            raise InvalidRequest(f"{_name(where, 'region')} is only for mobile numbers")
+        region = item.region
     try:
-        if channel is Channel.EMAIL:
-            return Contact.email(raw)
-        return _mobile(raw, region)
+        if item.channel is Channel.EMAIL:
+            return Contact.email(item.value)
+        return _mobile(item.value, region)
     except MalformedContact as exc:
-        raise ProblemError(DOMAIN_PROBLEMS[MalformedContact], f"{where}: {exc}") from exc
+        raise ProblemError(
+            DOMAIN_PROBLEMS[MalformedContact], f"{where or 'the body'}: {exc}"
+        ) from exc
     except InvalidRequest as exc:  # a region that phonenumbers does not know
-        raise InvalidRequest(f"{where}.region: {exc}") from exc
+        raise InvalidRequest(f"{_name(where, 'region')}: {exc}") from exc
 
 
-def parse_contacts(value: object, where: str, *, max_batch: int) -> tuple[Contact, ...]:
-    if not isinstance(value, list):
-        raise InvalidRequest(f"{where} must be an array of contacts, got {_type_name(value)}")
-    if len(value) > max_batch:
-        raise BatchTooLarge(
-            f"{where} has {len(value)} contacts; at most {max_batch} per request: split the batch"
-        )
-    return tuple(parse_contact(item, f"{where}[{i}]") for i, item in enumerate(value))
+def to_contacts(items: Sequence[shapes.ContactIn], field: str) -> tuple[Contact, ...]:
+    return tuple(to_contact(item, f"{field}[{i}]") for i, item in enumerate(items))
 
 
-@attrs.frozen(kw_only=True)
-class PlanRequest:
-    plan: str
-
-    @classmethod
-    def parse(cls, body: object) -> PlanRequest:
-        obj = require_object(body, "the body", required=frozenset({"plan"}))
-        return cls(plan=require_string(obj["plan"], "plan", max_length=MAX_PLAN_NAME_LENGTH))
+def _name(where: str, field: str) -> str:
+    return f"{where}.{field}" if where else field
 
 
-@attrs.frozen(kw_only=True)
-class UnlockRequest:
-    contacts: tuple[Contact, ...]
-
-    @classmethod
-    def parse(cls, body: object, *, max_batch: int) -> UnlockRequest:
-        obj = require_object(body, "the body", required=frozenset({"contacts"}))
-        return cls(contacts=parse_contacts(obj["contacts"], "contacts", max_batch=max_batch))
-
-
-@attrs.frozen(kw_only=True)
-class ExportRequest:
-    contacts: tuple[Contact, ...]
-    destination: str
-
-    @classmethod
-    def parse(cls, body: object, *, max_batch: int) -> ExportRequest:
-        obj = require_object(body, "the body", required=frozenset({"contacts", "destination"}))
-        destination = require_string(
-            obj["destination"], "destination", max_length=MAX_DESTINATION_LENGTH
-        )
-        contacts = parse_contacts(obj["contacts"], "contacts", max_batch=max_batch)
-        return cls(contacts=contacts, destination=destination)
-
-
-@attrs.frozen(kw_only=True)
-class EnrichRequest:
-    found: tuple[Contact, ...]
-
-    @classmethod
-    def parse(cls, body: object, *, max_batch: int) -> EnrichRequest:
-        obj = require_object(body, "the body", required=frozenset({"found"}))
-        return cls(found=parse_contacts(obj["found"], "found", max_batch=max_batch))
-
-
-@attrs.frozen(kw_only=True)
-class BounceRequest:
-    contact: Contact
-
-    @classmethod
-    def parse(cls, body: object) -> BounceRequest:
-        return cls(contact=parse_contact(body, "the body"))
+# -- query parameters ---------------------------------------------------------------------
 
 
 def check_query_names(params: Mapping[str, list[str]], allowed: Collection[str]) -> None:
@@ -242,10 +269,10 @@ class StatementQuery:
 
     @classmethod
     def parse(cls, params: Mapping[str, list[str]]) -> StatementQuery:
-        limit = _int_param(params, "limit", low=1, high=MAX_STATEMENT_LIMIT)
+        limit = _int_param(params, "limit", low=1, high=MAX_STATEMENT_PAGE)
         return cls(
-            cursor=_int_param(params, "cursor", low=0, high=MAX_CURSOR),
-            limit=DEFAULT_STATEMENT_LIMIT if limit is None else limit,
+            cursor=_int_param(params, "cursor", low=0, high=MAX_STATEMENT_CURSOR),
+            limit=DEFAULT_STATEMENT_PAGE if limit is None else limit,
             period=_int_param(params, "period", low=0, high=MAX_PERIOD_INDEX),
         )
 
@@ -271,100 +298,109 @@ def parse_instant_param(params: Mapping[str, list[str]], name: str) -> datetime:
 
 # -- rendering ----------------------------------------------------------------------------
 
+_ENCODER: Final = msgspec.json.Encoder()
 
-def instant_json(at: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def period_json(period: Period) -> JsonObject:
-    return {
-        "index": period.index,
-        "start": instant_json(period.start),
-        "end": instant_json(period.end),
-    }
+_CHARGING: Final[dict[Operation, shapes.ChargingOperation]] = {
+    Operation.UNLOCK: "unlock",
+    Operation.EXPORT: "export",
+    Operation.ENRICH: "enrich",
+}
 
 
-def subscription_json(subscription: Subscription) -> JsonObject:
+def encode(answer: shapes.Shape) -> bytes:
+    """Compact UTF-8 JSON, fields in declaration order, instants RFC 3339 with a `Z`."""
+    return _ENCODER.encode(answer)
+
+
+def _utc(at: datetime) -> datetime:
+    # msgspec writes an offset as given; answers say every instant in UTC with a `Z`.
+    return at.astimezone(UTC)
+
+
+def render_period(period: Period) -> shapes.Period:
+    return shapes.Period(index=period.index, start=_utc(period.start), end=_utc(period.end))
+
+
+def render_subscription(subscription: Subscription) -> shapes.Subscription:
     pending = subscription.pending_plan
-    return {
-        "account": subscription.account,
-        "plan": subscription.plan.name,
-        "status": subscription.status.value,
-        "period": period_json(subscription.period),
-        "ends_at": None if subscription.ends_at is None else instant_json(subscription.ends_at),
-        "pending_plan": None if pending is None else pending.name,
-    }
+    ends_at = subscription.ends_at
+    return shapes.Subscription(
+        account=subscription.account,
+        plan=subscription.plan.name,
+        status=subscription.status,
+        period=render_period(subscription.period),
+        ends_at=None if ends_at is None else _utc(ends_at),
+        pending_plan=None if pending is None else pending.name,
+    )
 
 
-def plan_change_json(change: PlanChange, subscription: Subscription) -> JsonObject:
-    return {"change": change.value, "subscription": subscription_json(subscription)}
+def render_plan_change(change: PlanChange, subscription: Subscription) -> shapes.PlanChangeResult:
+    return shapes.PlanChangeResult(change=change, subscription=render_subscription(subscription))
 
 
-def balance_json(balance: Balance) -> JsonObject:
-    return {
-        "email": balance.email,
-        "mobile": balance.mobile,
-        "email_available": balance.email_available,
-        "mobile_available": balance.mobile_available,
-    }
+def render_balance(balance: Balance) -> shapes.Balance:
+    return shapes.Balance(
+        email=balance.email,
+        mobile=balance.mobile,
+        email_available=balance.email_available,
+        mobile_available=balance.mobile_available,
+    )
 
 
-def past_balance_json(at: datetime, credits: Credits) -> JsonObject:
-    return {"at": instant_json(at), "email": credits.email, "mobile": credits.mobile}
+def render_past_balance(at: datetime, credits: Credits) -> shapes.PastBalance:
+    return shapes.PastBalance(at=_utc(at), email=credits.email, mobile=credits.mobile)
 
 
-def charge_result_json(result: ChargeResult) -> JsonObject:
+def render_charge(result: ChargeResult) -> shapes.ChargeResult:
     """One item per contact in request order. `replayed` is not in the body, so that a
     replay's body is byte for byte the first answer's (R17); the API says it in a header."""
-    return {
-        "operation": result.operation.value,
-        "idempotency_key": result.idempotency_key,
-        "items": [
-            {
-                "channel": item.contact.channel.value,
-                "value": item.contact.value,
-                "outcome": item.outcome.value,
-                "verdict": None if item.verdict is None else item.verdict.value,
-                "revealed": item.revealed,
-                "pool": None if item.pool is None else item.pool.value,
-                "credits": item.credits,
-            }
+    return shapes.ChargeResult(
+        operation=_CHARGING[result.operation],
+        idempotency_key=result.idempotency_key,
+        items=[
+            shapes.ChargeItem(
+                channel=item.contact.channel,
+                value=item.contact.value,
+                outcome=item.outcome,
+                verdict=item.verdict,
+                revealed=item.revealed,
+                pool=item.pool,
+                credits=item.credits,
+            )
             for item in result.items
         ],
-        "charged": {
-            "email": result.charged(Channel.EMAIL),
-            "mobile": result.charged(Channel.MOBILE),
-        },
-    }
+        charged=shapes.Charged(
+            email=result.charged(Channel.EMAIL), mobile=result.charged(Channel.MOBILE)
+        ),
+    )
 
 
-def entry_json(entry: LedgerEntry) -> JsonObject:
+def render_entry(entry: LedgerEntry) -> shapes.LedgerEntry:
     cause = entry.cause
-    return {
-        "seq": entry.seq,
-        "kind": entry.kind.value,
-        "pool": entry.pool.value,
-        "amount": entry.amount,
-        "at": instant_json(entry.at),
-        "balance_after": entry.balance_after,
-        "cause": {
-            "operation": cause.operation.value,
-            "datum": cause.datum,
-            "plan": cause.plan,
-            "period": cause.period,
-            "idempotency_key": cause.idempotency_key,
-            "destination": cause.destination,
-            "note": cause.note,
-        },
-    }
+    return shapes.LedgerEntry(
+        seq=entry.seq,
+        kind=entry.kind,
+        pool=entry.pool,
+        amount=entry.amount,
+        at=_utc(entry.at),
+        balance_after=entry.balance_after,
+        cause=shapes.Cause(
+            operation=cause.operation,
+            datum=cause.datum,
+            plan=cause.plan,
+            period=cause.period,
+            idempotency_key=cause.idempotency_key,
+            destination=cause.destination,
+            note=cause.note,
+        ),
+    )
 
 
-def statement_json(
+def render_statement(
     entries: list[LedgerEntry], next_cursor: int | None, period: Period | None
-) -> JsonObject:
-    return {
-        "entries": [entry_json(e) for e in entries],
-        "next_cursor": next_cursor,
-        "period": None if period is None else period_json(period),
-    }
+) -> shapes.Statement:
+    return shapes.Statement(
+        entries=[render_entry(e) for e in entries],
+        next_cursor=next_cursor,
+        period=None if period is None else render_period(period),
+    )
