@@ -89,9 +89,18 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
     if not lock_wait_s > 0:
         raise InvalidRequest(f"lock_wait_s must be > 0, got {lock_wait_s!r}")
     try:
-        parsed = sa.make_url(url)
-    except sa_exc.ArgumentError as error:
-        raise UnsupportedDatabase(f"not a database URL: {url!r} ({error})") from error
+        return _create_engine(url, lock_wait_s)
+    except (sa_exc.ArgumentError, ValueError) as error:
+        # A malformed URL, port or query option (`?timeout=abc`): SQLAlchemy and the
+        # dialects raise ArgumentError or a bare ValueError while reading it.
+        if isinstance(error, UnsupportedDatabase):
+            raise
+        words = " ".join(str(error).split())
+        raise UnsupportedDatabase(f"not a usable database URL: {url!r} ({words})") from error
+
+
+def _create_engine(url: str, lock_wait_s: float) -> Engine:
+    parsed = sa.make_url(url)
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend == "sqlite":
         if driver != "pysqlite":
