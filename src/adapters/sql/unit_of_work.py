@@ -170,6 +170,7 @@ class SqlUnitOfWork:
         self._engine = engine
         self._connection: Connection | None = None
         self._transaction: sa.RootTransaction | None = None
+        self._entered = False
         self._spoiled: str | None = None  # what failed, once a call raised
         # What this unit of work loaded or wrote, per account: the wallet row's version
         # (for the guarded UPDATE) and the ids of its stored holds (to write only changes).
@@ -206,7 +207,8 @@ class SqlUnitOfWork:
             raise
 
     def __enter__(self) -> Self:
-        invariant(self._connection is None, "a unit of work is entered once")
+        invariant(not self._entered, "a unit of work is entered once")
+        self._entered = True
         with translated("opening a unit of work", url=self._engine.url):
             connection = self._engine.connect()  # in-memory: waits for the connection
         try:
