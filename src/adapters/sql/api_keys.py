@@ -84,8 +84,13 @@ class SqlApiKeyStore:
         # Bumped (under _cache_lock) by every revocation once it is committed: a lookup
         # that began before may have read the row still active, and must not cache it.
         self._revocations = 0
-        with translated("looking for the API keys table", url=engine.url):
-            present = sa.inspect(engine).has_table(TABLE_NAME)
+        # Read-only: on SQLite, a plain connection would begin IMMEDIATE and wait for
+        # (then lose to) any writer of the file.
+        with (
+            translated("looking for the API keys table", url=engine.url),
+            engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
+        ):
+            present = sa.inspect(conn).has_table(TABLE_NAME)
         if not present:
             raise ApiKeysTableMissing(
                 f"the database {engine.url.render_as_string(hide_password=True)} has no "

@@ -232,16 +232,13 @@ class SqlUnitOfWork:
             return
         try:
             if transaction is not None and transaction.is_active:
-                if exc is None:
-                    with translated("rolling back", url=self._engine.url):
-                        transaction.rollback()
-                else:
-                    # Never mask the error that made us leave: a rollback failing after
-                    # it (a dead connection) is the server's rollback anyway.
-                    with contextlib.suppress(sa.exc.DBAPIError):
-                        transaction.rollback()
+                # A rollback fails only when the connection is gone, and then the server
+                # discards the transaction itself: nothing of it can commit any more, so
+                # leaving never raises (nor masks the error that made us leave).
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    transaction.rollback()
         finally:
-            connection.close()  # back to the pool, with no transaction open
+            connection.close()  # back to the pool (invalidated if it died)
 
     def load_wallet(self, account: str) -> Wallet | None:
         with self.step("loading a wallet") as connection:
