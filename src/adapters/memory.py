@@ -16,7 +16,7 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
@@ -58,6 +58,8 @@ def _whole(value: object) -> bool:
 
 def _instant(at: datetime) -> datetime:
     """What SQL storage does to an instant it stores: refuse a naive one, keep UTC."""
+    if type(at) is datetime and at.tzinfo is UTC:
+        return at  # the service's instants are UTC already: no copy per datum
     return require_utc(at, "a stored instant")
 
 
@@ -113,18 +115,17 @@ class _Dedup:
     def add(self, records: Sequence[Ownership]) -> None:
         with self._uow.step():
             checked = []
+            accounts: set[str] = set()
             for record in records:
-                check_account(record.account)
-                invariant(record.credits > 0, f"an owned datum cost credits: {record}")
-                checked.append(
-                    attrs.evolve(
-                        record,
-                        charged_at=_instant(record.charged_at),
-                        refunded_at=None
-                        if record.refunded_at is None
-                        else _instant(record.refunded_at),
-                    )
-                )
+                if record.account not in accounts:
+                    accounts.add(check_account(record.account))
+                if record.credits <= 0:  # the message is built only for the crash
+                    invariant(False, f"an owned datum cost credits: {record}")
+                charged_at = _instant(record.charged_at)
+                refunded_at = None if record.refunded_at is None else _instant(record.refunded_at)
+                if charged_at is not record.charged_at or refunded_at is not record.refunded_at:
+                    record = attrs.evolve(record, charged_at=charged_at, refunded_at=refunded_at)
+                checked.append(record)
             for record in checked:
                 if self._find(record.account, [record.contact]):
                     # As the SQL adapter's primary key: a concurrent buyer won (R12).
@@ -258,7 +259,10 @@ class InMemoryUnitOfWork:
         account = stored.account
         staged = self.staged_entries.setdefault(account, [])
         next_seq = len(self.repository.ledgers.get(account, [])) + len(staged)
-        entries = [attrs.evolve(e, at=_instant(e.at)) for e in wallet.pending_entries]
+        entries = [
+            e if (at := _instant(e.at)) is e.at else attrs.evolve(e, at=at)
+            for e in wallet.pending_entries
+        ]
         for offset, entry in enumerate(entries):
             if entry.seq < next_seq + offset:  # as the SQL ledger's key (account, seq)
                 raise ConcurrencyConflict(

@@ -100,10 +100,13 @@ class SqlDedupRegistry:
 
     def add(self, records: Sequence[Ownership]) -> None:
         with self._uow.step("recording ownership") as connection:
+            accounts: set[str] = set()
             for record in records:
-                check_account(record.account)
-                # The schema refuses it too (a CHECK), but only a bug can ask: crash.
-                invariant(record.credits > 0, f"an owned datum cost credits: {record}")
+                if record.account not in accounts:
+                    accounts.add(check_account(record.account))
+                if record.credits <= 0:
+                    # The schema refuses it too (a CHECK), but only a bug can ask: crash.
+                    invariant(False, f"an owned datum cost credits: {record}")
             if records:
                 # A datum already owned violates the primary key: a concurrent buyer won.
                 INSERT_OWNERSHIP.execute(
