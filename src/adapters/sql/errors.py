@@ -98,17 +98,17 @@ _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P01", "57P02", "57P03")
 _UNAVAILABLE_SQLITE_ERRORS = frozenset(
     {"SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_PROTOCOL", "SQLITE_READONLY", "SQLITE_NOLFS"}
 )
-# A failed connection carries no SQLSTATE in psycopg, only libpq's text. The server's
-# own refusal of the connection is "FATAL: ..."; these refusals pass with time (the
-# server starting, stopping, or out of connection slots), the others do not (no such
-# database or role, a wrong password, no pg_hba.conf entry): that is a configuration
-# to fix, not an outage to wait out. An unrecognised text counts as an outage.
+# A failed connection carries no SQLSTATE in psycopg, only libpq's text (in the
+# server's language). Most failures pass with time (no route, refused, the server
+# starting, stopping or out of connection slots); these do not (no such database or
+# role, a wrong or missing password, no pg_hba.conf entry): a configuration to fix, not
+# an outage to wait out. An unrecognised text counts as an outage.
 _PERMANENT_CONNECT_REFUSALS = (
     "does not exist",
     "authentication failed",
+    "no password supplied",
     "no pg_hba.conf entry",
     "permission denied",
-    "password authentication",
 )
 # PostgreSQL: undefined table, undefined column; SQLite says it in words.
 _MISSING_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
@@ -130,8 +130,17 @@ def _unavailable(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
     # psycopg raises OperationalError without a SQLSTATE when it cannot connect at all.
     if not isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
         return False
-    words = str(original)
-    return "FATAL:" not in words or not any(r in words for r in _PERMANENT_CONNECT_REFUSALS)
+    return not _refused_connection(error)
+
+
+def _refused_connection(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
+    """The server (or libpq) refused to connect for a reason that does not pass."""
+    if not isinstance(error, sa_exc.OperationalError) or isinstance(error.orig, sqlite3.Error):
+        return False
+    if getattr(error.orig, "sqlstate", None) is not None:
+        return False
+    words = str(error.orig)
+    return any(refusal in words for refusal in _PERMANENT_CONNECT_REFUSALS)
 
 
 def _missing_schema(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
@@ -169,7 +178,7 @@ def _domain_error(
         return StorageUnavailable(
             f"{what}: {database} cannot be reached or used right now ({said}){then}"
         )
-    if getattr(original, "sqlstate", None) is None and "FATAL:" in said:
+    if _refused_connection(error):
         return StorageError(
             f"{what}: {database} refused the connection ({said}); check the URL's "
             "database name, user and password"
