@@ -1,9 +1,11 @@
 """SQL adapter errors, and the one place where driver errors become domain errors.
 
-No SQLAlchemy, psycopg or sqlite3 exception leaves this adapter: a lost race is
-`ConcurrencyConflict` (the service retries it), a database that cannot be reached is
-`StorageUnavailable`, our own bind processing refusing a value is the domain error it
-raised.
+No SQLAlchemy, psycopg, sqlite3 or Alembic exception leaves this adapter: a lost race
+is `ConcurrencyConflict` (the service retries it), a database that cannot be reached is
+`StorageUnavailable`, anything else the database refuses is `StorageError` (a missing
+table or column, and a connection refused for good, say what to fix), our own bind
+processing refusing a value is the domain error it raised. Every message is one line:
+the operation, the database's URL without its password, the driver's words, what to do.
 """
 
 from __future__ import annotations
