@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from pg_urls import DEFAULT_ADMIN_DSN, database_url
+
 # `ci`: bounded and derandomised, so CI is repeatable and fits its time; `dev`: the default.
 settings.register_profile(
     "ci",
@@ -23,7 +25,7 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-PG_ADMIN_DSN = os.environ.get("CREDITS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get("CREDITS_TEST_PG", DEFAULT_ADMIN_DSN)
 
 
 def _pg_admin_connect() -> object:
@@ -58,7 +60,7 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield database_url(postgres_server, name)  # the server and user CREDITS_TEST_PG names
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,6 +6,7 @@ how to get a fresh, empty database (the `db_url` fixture).
   its own (R1, R6, R12, R15, R17, R18, R19), schema revisions and their upgrades, the
   exact round trip of every stored type, the locking of a unit of work, bounded work.
   Its `repository` fixture also serves the shared `RepositoryContract`.
+- `SqlApiKeyStoreChecks`: the shared ApiKeyStore contract on `SqlApiKeyStore`.
 - `sql_state_machine()`: the shared state machine on a database reset for each example.
 """
 
@@ -29,6 +30,7 @@ from sqlalchemy import event
 from adapters.clock import ManualClock
 from adapters.sql import (
     SchemaOutOfDate,
+    SqlApiKeyStore,
     SqlRepository,
     UnknownSchemaRevision,
     create_engine,
@@ -63,8 +65,9 @@ from credits_domain import (
     Wallet,
 )
 from credits_domain.plans import PLANS
-from credits_domain.ports import Repository
-from credits_domain.testing import make_state_machine
+from credits_domain.ports import ApiKeyStore, Repository
+from credits_domain.testing import ApiKeyStoreContract, make_state_machine
+from credits_domain.testing.contract import T0
 
 START = datetime(2025, 1, 31, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -168,6 +171,13 @@ def sql_state_machine() -> type[unittest.TestCase]:
             urls.remove(db_url)
 
     return SqlStateMachine
+
+
+class SqlApiKeyStoreChecks(ApiKeyStoreContract):
+    @pytest.fixture
+    def key_store(self, db_url: str) -> Iterator[ApiKeyStore]:
+        with SqlRepository.connect(db_url, migrate=True) as repository:
+            yield SqlApiKeyStore(repository.engine, clock=ManualClock(T0))
 
 
 class SqlAdapterChecks:

@@ -1,8 +1,8 @@
 """The SQL adapter on PostgreSQL: a fresh database on the local server per test.
 
-The shared Repository contract, the shared state machine, the SQL adapter's own checks
-and the race and crash tests with real processes; the SQLite file differs only in how it
-gets its database.
+The shared Repository and ApiKeyStore contracts, the shared state machine, the SQL
+adapter's own checks and the race and crash tests with real processes; the SQLite file
+differs only in how it gets its database.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from credits_domain.testing import RepositoryContract
-from sql_checks import SqlAdapterChecks, sql_state_machine
+from sql_checks import SqlAdapterChecks, SqlApiKeyStoreChecks, sql_state_machine
 from sql_race import SqlRaceChecks
 
 pytestmark = pytest.mark.postgres
@@ -22,6 +22,10 @@ def db_url(postgres_url: str) -> str:
 
 
 class TestPostgresRepository(SqlAdapterChecks, RepositoryContract):
+    pass
+
+
+class TestPostgresApiKeys(SqlApiKeyStoreChecks):
     pass
 
 

@@ -14,10 +14,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 
 import psycopg
 import pytest
@@ -38,6 +41,7 @@ from credits_domain import (
     Outcome,
     Ownership,
 )
+from credits_domain.testing.contract import join_all
 
 START = datetime(2025, 1, 31, 9, 30, tzinfo=UTC)
 ANN = Contact.email("ann@corp.example.com")
@@ -89,37 +93,64 @@ def _charge_ann_in(uow: SqlUnitOfWork) -> None:
 # -- in-memory SQLite: one shared connection -----------------------------------------
 
 
+def _signal_when_waiting_for_the_pool(waiting: threading.Event) -> None:
+    """From now on, in this thread: set `waiting` once it waits for a free connection in
+    the pool's queue. It holds the queue's mutex from there to the wait, so a connection
+    given back after the signal still finds it waiting: the interleaving is forced."""
+
+    def tracer(frame: FrameType, event: str, arg: object) -> None:
+        caller = frame.f_back
+        if (
+            event == "call"
+            and frame.f_code.co_name == "wait"
+            and caller is not None
+            and caller.f_code.co_name == "get"
+            and caller.f_code.co_filename.endswith(os.path.join("sqlalchemy", "util", "queue.py"))
+        ):
+            waiting.set()
+
+    sys.settrace(tracer)
+
+
 def test_in_memory_a_second_thread_waits_and_never_undoes_the_first() -> None:
     with SqlRepository.connect("sqlite://", migrate=True, lock_wait_s=10) as repository:
         service = service_on(repository)
         service.subscribe("acme", "boost")
-        staged, second_done = threading.Event(), threading.Event()
+        staged, waiting, second_done = threading.Event(), threading.Event(), threading.Event()
         errors: list[BaseException] = []
+        seen_by_second: list[bool] = []
 
         def second_writer() -> None:
-            staged.wait(timeout=10)
             try:
+                assert staged.wait(timeout=10), "the first unit of work never staged"
+                _signal_when_waiting_for_the_pool(waiting)
                 with repository.unit_of_work() as uow:
+                    sys.settrace(None)
                     uow.load_wallet("acme")
+                    seen_by_second.append(ANN in uow.dedup.owned("acme", [ANN]))
                     uow.commit()
             except BaseException as error:  # asserted below
                 errors.append(error)
             finally:
+                sys.settrace(None)
                 second_done.set()
 
-        thread = threading.Thread(target=second_writer)
+        thread = threading.Thread(target=second_writer, daemon=True)
         thread.start()
         with repository.unit_of_work() as uow:
             _charge_ann_in(uow)
             staged.set()
-            # The other thread now tries to begin its own unit of work on the same
-            # database; give it the time to do so while ours is open.
-            second_done.wait(timeout=0.5)
+            # The race, forced: the other thread is blocked beginning its own unit of
+            # work on the same database while ours is open.
+            assert waiting.wait(timeout=10), "the second unit of work never waited"
+            assert not second_done.is_set()
             # Our staged ownership is still part of our transaction.
             assert ANN in uow.dedup.owned("acme", [ANN])
             uow.commit()
-        thread.join(timeout=20)
+        join_all([thread], timeout_s=20)
         assert errors == []
+        # It began once ours had committed: it saw our charge.
+        assert seen_by_second == [True]
         # R12: the datum is owned, so unlocking it again is free.
         assert service.unlock("acme", [ANN]).items[0].outcome is Outcome.ALREADY_OWNED
         assert service.balance("acme").email == 12_000

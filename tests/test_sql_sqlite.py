@@ -1,8 +1,8 @@
 """The SQL adapter on SQLite (the embedded default): a fresh database file per test.
 
-The shared Repository contract, the shared state machine, the SQL adapter's own checks
-and the race and crash tests with real processes; the PostgreSQL file differs only in how it
-gets its database.
+The shared Repository and ApiKeyStore contracts, the shared state machine, the SQL
+adapter's own checks and the race and crash tests with real processes; the PostgreSQL
+file differs only in how it gets its database.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from credits_domain.testing import RepositoryContract
-from sql_checks import SqlAdapterChecks, sql_state_machine
+from sql_checks import SqlAdapterChecks, SqlApiKeyStoreChecks, sql_state_machine
 from sql_race import SqlRaceChecks
 
 
@@ -22,6 +22,10 @@ def db_url(tmp_path: Path) -> str:
 
 
 class TestSqliteRepository(SqlAdapterChecks, RepositoryContract):
+    pass
+
+
+class TestSqliteApiKeys(SqlApiKeyStoreChecks):
     pass
 
 

@@ -3,32 +3,41 @@
 `InMemoryRepository` is a real implementation of the port, not a mock: a unit of work
 takes the repository's lock for its whole life (so concurrent threads serialise, as rows
 locked by SELECT ... FOR UPDATE would), stages every change, and applies them all at
-commit, or none.
+commit, or none. It behaves as the SQL adapter does on every call, error paths included
+(the contract suite, `credits_domain.testing.contract`, runs on both): the same
+arguments are refused with the same errors, a stale wallet is a `ConcurrencyConflict`,
+and a unit of work is unusable once one of its calls raised.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import secrets
 import threading
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
 import attrs
 
 from credits_domain import (
+    AlreadyRefunded,
     Channel,
     Clock,
     ConcurrencyConflict,
     Contact,
+    CreditsError,
     IdempotencyRecord,
+    InvalidRequest,
     LedgerEntry,
+    NotCharged,
     Ownership,
     UnknownApiKey,
     Wallet,
 )
+from credits_domain.errors import invariant
 from credits_domain.keys import (
     KEY_ENTROPY_BYTES,
     ApiKeyRecord,
@@ -37,6 +46,46 @@ from credits_domain.keys import (
     new_key,
     verify,
 )
+from credits_domain.limits import check_account, check_idempotency_key
+from credits_domain.periods import require_utc
+
+MAX_INT64 = 2**63 - 1  # what SQL storage holds: the same bound on seqs and limits here
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _instant(at: datetime) -> datetime:
+    """What SQL storage does to an instant it stores: refuse a naive one, keep UTC."""
+    if type(at) is datetime and at.tzinfo is UTC:
+        return at  # the service's instants are UTC already: no copy per datum
+    return require_utc(at, "a stored instant")
+
+
+def _check_key(key: object) -> str:
+    checked = check_idempotency_key(key)
+    if checked is None:
+        raise InvalidRequest("an idempotency record needs a key, got None")
+    return checked
+
+
+def _stored(wallet: Wallet) -> Wallet:
+    """A private copy of the wallet, with its instants as storage keeps them."""
+    holds = {
+        hold_id: attrs.evolve(
+            hold, created_at=_instant(hold.created_at), expires_at=_instant(hold.expires_at)
+        )
+        for hold_id, hold in wallet.holds.items()
+    }
+    return attrs.evolve(
+        wallet,
+        anchor=_instant(wallet.anchor),
+        ends_at=None if wallet.ends_at is None else _instant(wallet.ends_at),
+        balances=dict(wallet.balances),
+        holds=holds,
+        pending_entries=[],
+    )
 
 
 def _copy(wallet: Wallet) -> Wallet:
@@ -49,7 +98,7 @@ class _Dedup:
     def __init__(self, uow: InMemoryUnitOfWork) -> None:
         self._uow = uow
 
-    def owned(self, account: str, contacts: Collection[Contact]) -> Mapping[Contact, Ownership]:
+    def _find(self, account: str, contacts: Collection[Contact]) -> dict[Contact, Ownership]:
         staged = self._uow.staged_owned.get(account, {})
         stored = self._uow.repository.owned_by.get(account, {})
         found: dict[Contact, Ownership] = {}
@@ -59,19 +108,44 @@ class _Dedup:
                 found[contact] = record
         return found
 
+    def owned(self, account: str, contacts: Collection[Contact]) -> Mapping[Contact, Ownership]:
+        with self._uow.step():
+            return self._find(check_account(account), contacts)
+
     def add(self, records: Sequence[Ownership]) -> None:
-        for record in records:
-            staged = self._uow.staged_owned.setdefault(record.account, {})
-            stored = self._uow.repository.owned_by.get(record.account, {})
-            if record.contact in staged or record.contact in stored:
-                raise ConcurrencyConflict(f"{record.contact} is already owned by {record.account}")
-            staged[record.contact] = record
+        with self._uow.step():
+            checked = []
+            accounts: set[str] = set()
+            for record in records:
+                if record.account not in accounts:
+                    accounts.add(check_account(record.account))
+                if record.credits <= 0:  # the message is built only for the crash
+                    invariant(False, f"an owned datum cost credits: {record}")
+                charged_at = _instant(record.charged_at)
+                refunded_at = None if record.refunded_at is None else _instant(record.refunded_at)
+                if charged_at is not record.charged_at or refunded_at is not record.refunded_at:
+                    record = attrs.evolve(record, charged_at=charged_at, refunded_at=refunded_at)
+                checked.append(record)
+            for record in checked:
+                if self._find(record.account, [record.contact]):
+                    # As the SQL adapter's primary key: a concurrent buyer won (R12).
+                    raise ConcurrencyConflict(
+                        f"recording ownership lost a race with another writer: "
+                        f"{record.contact} is owned by account {record.account!r} already; retry"
+                    )
+                self._uow.staged_owned.setdefault(record.account, {})[record.contact] = record
 
     def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
-        record = self.owned(account, [contact])[contact]
-        self._uow.staged_owned.setdefault(account, {})[contact] = attrs.evolve(
-            record, refunded_at=at
-        )
+        with self._uow.step():
+            account, at = check_account(account), _instant(at)
+            record = self._find(account, [contact]).get(contact)
+            if record is None:
+                raise NotCharged(f"{contact} was never charged to account {account!r}")
+            if record.refunded_at is not None:
+                raise AlreadyRefunded(f"{contact} was refunded at {record.refunded_at}")
+            self._uow.staged_owned.setdefault(account, {})[contact] = attrs.evolve(
+                record, refunded_at=at
+            )
 
 
 class _Idempotency:
@@ -79,26 +153,60 @@ class _Idempotency:
         self._uow = uow
 
     def get(self, account: str, key: str) -> IdempotencyRecord | None:
-        ident = (account, key)
-        return self._uow.staged_keys.get(ident) or self._uow.repository.keys.get(ident)
+        with self._uow.step():
+            ident = (check_account(account), _check_key(key))
+            return self._uow.staged_keys.get(ident) or self._uow.repository.keys.get(ident)
 
     def put(self, record: IdempotencyRecord) -> None:
-        self._uow.staged_keys[(record.account, record.key)] = record
+        with self._uow.step():
+            ident = (check_account(record.account), _check_key(record.key))
+            stored = attrs.evolve(record, created_at=_instant(record.created_at))
+            self._uow.staged_keys[ident] = stored
 
 
 class InMemoryUnitOfWork:
+    """One transaction in memory: staged changes, applied at commit or dropped."""
+
     def __init__(self, repository: InMemoryRepository) -> None:
         self.repository = repository
         self.dedup = _Dedup(self)
         self.idempotency = _Idempotency(self)
+        self._state = "new"  # -> "open" -> "committed"; "closed" once left
+        self._spoiled = False
+        self._versions: dict[str, int] = {}  # per account: the version expected stored
         self.staged_wallets: dict[str, Wallet] = {}
-        self.staged_new: set[str] = set()
-        self.staged_entries: list[LedgerEntry] = []
+        self.staged_entries: dict[str, list[LedgerEntry]] = {}
         self.staged_owned: dict[str, dict[Contact, Ownership]] = {}
         self.staged_keys: dict[tuple[str, str], IdempotencyRecord] = {}
 
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """One call of the port: only inside the block, before commit, and never after
+        a call that raised (as on PostgreSQL, whose transaction a failure aborts)."""
+        invariant(
+            self._state == "open",
+            "a unit of work is used only inside its `with` block, before commit()",
+        )
+        invariant(
+            not self._spoiled,
+            "a unit of work is left once a call failed: its transaction is lost",
+        )
+        try:
+            yield
+        except CreditsError:
+            self._spoiled = True
+            raise
+
     def __enter__(self) -> Self:
-        self.repository.lock.acquire()
+        invariant(self._state == "new", "a unit of work is entered once")
+        # Not re-entrant, and bounded, as a database's lock: a unit of work opened while
+        # another is open (another thread, or nested in this one) waits, then loses.
+        if not self.repository.lock.acquire(timeout=self.repository.lock_wait_s):
+            raise ConcurrencyConflict(
+                f"opening a unit of work waited {self.repository.lock_wait_s} s for "
+                "another unit of work to end; retry"
+            )
+        self._state = "open"
         return self
 
     def __exit__(
@@ -107,45 +215,91 @@ class InMemoryUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._state = "closed"
         self.repository.lock.release()
 
     def load_wallet(self, account: str) -> Wallet | None:
-        stored = self.repository.wallets.get(account)
-        return None if stored is None else _copy(stored)
+        with self.step():
+            account = check_account(account)
+            wallet = self.staged_wallets.get(account) or self.repository.wallets.get(account)
+            if wallet is None:
+                return None
+            self._versions[account] = wallet.version
+            return _copy(wallet)
 
     def add_wallet(self, wallet: Wallet) -> None:
-        if wallet.account in self.repository.wallets or wallet.account in self.staged_new:
-            raise ConcurrencyConflict(f"account {wallet.account!r} exists already")
-        self.staged_new.add(wallet.account)
-        self.save_wallet(wallet)
+        wallet.check_invariants()
+        with self.step():
+            account = check_account(wallet.account)
+            stored = _stored(wallet)
+            if account in self.staged_wallets or account in self.repository.wallets:
+                # As the SQL adapter's primary key.
+                raise ConcurrencyConflict(
+                    f"adding a wallet lost a race with another writer: account {account!r} "
+                    "exists already; retry"
+                )
+            self._stage(wallet, stored)
 
     def save_wallet(self, wallet: Wallet) -> None:
         wallet.check_invariants()
-        self.staged_entries.extend(wallet.entries_saved())
-        self.staged_wallets[wallet.account] = _copy(wallet)
+        with self.step():
+            account = check_account(wallet.account)
+            stored = _stored(wallet)
+            expected = self._versions.get(account, wallet.version)
+            current = self.staged_wallets.get(account) or self.repository.wallets.get(account)
+            if current is None or current.version != expected:
+                raise ConcurrencyConflict(
+                    f"saving a wallet: the wallet of {account!r} is not stored at version "
+                    f"{expected} (another unit of work saved it since it was loaded, or "
+                    "it was never added); load it again and retry"
+                )
+            self._stage(wallet, attrs.evolve(stored, version=expected + 1))
+
+    def _stage(self, wallet: Wallet, stored: Wallet) -> None:
+        account = stored.account
+        staged = self.staged_entries.setdefault(account, [])
+        next_seq = len(self.repository.ledgers.get(account, [])) + len(staged)
+        entries = [
+            e if (at := _instant(e.at)) is e.at else attrs.evolve(e, at=at)
+            for e in wallet.pending_entries
+        ]
+        for offset, entry in enumerate(entries):
+            if entry.seq < next_seq + offset:  # as the SQL ledger's key (account, seq)
+                raise ConcurrencyConflict(
+                    f"saving a wallet lost a race with another writer: entry {entry.seq} "
+                    f"of the ledger of {account!r} exists already; retry"
+                )
+            invariant(entry.seq == next_seq + offset, "a wallet numbers its entries without gaps")
+        wallet.entries_saved()
+        staged.extend(entries)
+        self.staged_wallets[account] = stored
+        self._versions[account] = stored.version
 
     def commit(self) -> None:
+        invariant(self._state == "open", "commit() inside the `with` block, once")
+        invariant(not self._spoiled, "a unit of work whose call failed is never committed")
         repo = self.repository
-        for entry in self.staged_entries:
-            ledger = repo.ledgers.setdefault(entry.account, [])
-            if entry.seq != len(ledger):  # seq numbers an account's entries without gaps
-                raise ConcurrencyConflict(f"ledger of {entry.account!r} moved on")
-            ledger.append(entry)
-        for account, wallet in self.staged_wallets.items():
-            wallet.version += 1
-            repo.wallets[account] = wallet
-        for account, records in self.staged_owned.items():
-            repo.owned_by.setdefault(account, {}).update(records)
-        repo.keys.update(self.staged_keys)
-        self.staged_wallets, self.staged_entries = {}, []
-        self.staged_owned, self.staged_keys, self.staged_new = {}, {}, set()
+        with repo.data_lock:
+            for account, entries in self.staged_entries.items():
+                repo.ledgers.setdefault(account, []).extend(entries)
+            repo.wallets.update(self.staged_wallets)
+            for account, records in self.staged_owned.items():
+                repo.owned_by.setdefault(account, {}).update(records)
+            repo.keys.update(self.staged_keys)
+        self._state = "committed"
 
 
 class InMemoryRepository:
     """The Repository port in memory; safe to share between threads."""
 
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
+    def __init__(self, *, lock_wait_s: float = 30.0) -> None:
+        if not lock_wait_s > 0:
+            raise InvalidRequest(f"lock_wait_s must be > 0, got {lock_wait_s!r}")
+        self.lock_wait_s = lock_wait_s
+        # Held by a unit of work for its whole life: the writers of every account queue.
+        self.lock = threading.Lock()
+        # Held for a moment by reads and by commit: reads never wait for a unit of work.
+        self.data_lock = threading.Lock()
         self.wallets: dict[str, Wallet] = {}
         self.ledgers: dict[str, list[LedgerEntry]] = {}
         self.owned_by: dict[str, dict[Contact, Ownership]] = {}
@@ -153,6 +307,12 @@ class InMemoryRepository:
 
     def unit_of_work(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self)
+
+    @staticmethod
+    def _check_limit(limit: int) -> int:
+        if not _whole(limit) or not 0 <= limit <= MAX_INT64:
+            raise InvalidRequest(f"limit must be a whole number from 0 to 2**63-1, got {limit!r}")
+        return limit
 
     def entries(
         self,
@@ -163,7 +323,15 @@ class InMemoryRepository:
         until: datetime | None = None,
         limit: int = 1000,
     ) -> Sequence[LedgerEntry]:
-        with self.lock:
+        if not _whole(after_seq) or not -1 <= after_seq <= MAX_INT64:
+            raise InvalidRequest(
+                f"after_seq must be a whole number from -1 to 2**63-1, got {after_seq!r}"
+            )
+        check_account(account)
+        since = None if since is None else require_utc(since, "since")
+        until = None if until is None else require_utc(until, "until")
+        self._check_limit(limit)
+        with self.data_lock:
             ledger = self.ledgers.get(account, [])
             start = after_seq + 1  # seq is the entry's index in its account's ledger
             if since is not None:
@@ -176,7 +344,11 @@ class InMemoryRepository:
             return page
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
-        with self.lock:
+        if not isinstance(pool, Channel):
+            raise InvalidRequest(f"pool must be a Channel, got {pool!r}")
+        check_account(account)
+        at = require_utc(at, "at")
+        with self.data_lock:
             ledger = self.ledgers.get(account, [])
             end = bisect.bisect_right(ledger, at, key=lambda e: e.at)
             for entry in reversed(ledger[:end]):
@@ -185,13 +357,16 @@ class InMemoryRepository:
             return None
 
     def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:
-        with self.lock:
+        now = require_utc(now, "now")
+        self._check_limit(limit)
+        with self.data_lock:
             due = [
-                account
+                (boundary, account)
                 for account, wallet in self.wallets.items()
                 if (boundary := wallet.next_boundary_at) is not None and boundary <= now
             ]
-            return sorted(due)[:limit]
+        # Oldest boundary first, as the SQL adapter reads its index.
+        return [account for _, account in sorted(due)[:limit]]
 
 
 class InMemoryApiKeyStore:

@@ -130,7 +130,10 @@ class UnknownApiKey(CreditsError, LookupError):
     """No API key has this key_id."""
 
     def __init__(self, key_id: str) -> None:
-        super().__init__(f"no API key has the id {key_id!r}; `credits keys list` shows them")
+        super().__init__(
+            f"no API key has the id {key_id!r}; a key's id is the 16 hex digits after "
+            "'ck_', as `credits keys create` printed it"
+        )
         self.key_id = key_id
 
 

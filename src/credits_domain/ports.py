@@ -8,6 +8,20 @@
   at all. While a unit of work has loaded an account's wallet, no other unit of work
   may change that account (a lock, or an optimistic check that raises
   `ConcurrencyConflict` at save or commit).
+- `ApiKeyStore`: the HTTP API's keys.
+
+Errors, the same from every adapter (the contract suites in `credits_domain.testing`
+check them on each):
+- A wrong argument raises `InvalidRequest` before storage is touched: an account id or
+  idempotency key that `credits_domain.limits` refuses, a naive datetime, a limit or
+  seq that is not a whole number in range. An account that never subscribed is not an
+  error here: reads answer None or nothing (the service raises `UnknownAccount`).
+- A lost race raises `ConcurrencyConflict` (the service retries the unit of work).
+- Storage that cannot be reached raises `StorageUnavailable`; anything else it refuses
+  or fails at raises `StorageError`. No driver exception (SQLAlchemy, psycopg, sqlite3)
+  ever escapes an adapter; the message is one line naming the operation.
+- A broken precondition that only a bug can cause (an ownership record of no credits,
+  a unit of work used outside its block) is an `AssertionError` (`errors.invariant`).
 """
 
 from __future__ import annotations
@@ -59,27 +73,54 @@ class DedupRegistry(Protocol):
     """Which data each account owns (R12). Asked per request, never loaded whole."""
 
     def owned(self, account: str, contacts: Collection[Contact]) -> Mapping[Contact, Ownership]:
-        """The ownership records among `contacts` (a bounded batch)."""
+        """The ownership records among `contacts` (a bounded batch); an account that
+        owns nothing, or never subscribed, gets an empty mapping."""
         ...
 
     def add(self, records: Sequence[Ownership]) -> None:
-        """Record newly charged data; a datum already owned raises ConcurrencyConflict."""
+        """Record newly charged data (no wallet of the account is needed).
+
+        Raises ConcurrencyConflict if a datum is owned already (stored, added earlier in
+        this unit, or twice in `records`); InvalidRequest for a naive instant or an
+        invalid account id; AssertionError for a record of no credits (a bug).
+        """
         ...
 
-    def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None: ...
+    def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
+        """Mark an owned datum refunded at `at` (R18); it stays owned.
+
+        Raises NotCharged if the account does not own it, AlreadyRefunded if it was
+        refunded before (once only), InvalidRequest for a naive `at`.
+        """
+        ...
 
 
 class IdempotencyStore(Protocol):
-    def get(self, account: str, key: str) -> IdempotencyRecord | None: ...
+    def get(self, account: str, key: str) -> IdempotencyRecord | None:
+        """The record of (account, key), None if there is none.
+
+        Raises InvalidRequest for an invalid account id or key."""
+        ...
 
     def put(self, record: IdempotencyRecord) -> None:
-        """Insert or replace the record of (account, key)."""
+        """Insert or replace the record of (account, key); its instant reads back in UTC.
+
+        Raises InvalidRequest for an invalid account id or key or a naive `created_at`;
+        ConcurrencyConflict if another unit of work inserted the same key first."""
         ...
 
 
 class UnitOfWork(Protocol):
     """One atomic storage transaction. Leaving the `with` block without `commit()`
-    (or by an exception) rolls everything back."""
+    (or by an exception) rolls everything back.
+
+    A unit of work is entered once, used only inside its `with` block and before
+    `commit()`, and committed at most once; anything else is a bug (AssertionError).
+    Once one of its calls has raised, its transaction is lost (on PostgreSQL the
+    database aborts it): the only thing left to do is to leave the block, and any further
+    call, `commit()` included, is a bug (AssertionError). Calls raise StorageUnavailable
+    or StorageError when the storage fails them.
+    """
 
     @property
     def dedup(self) -> DedupRegistry: ...
@@ -87,7 +128,10 @@ class UnitOfWork(Protocol):
     @property
     def idempotency(self) -> IdempotencyStore: ...
 
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """Begin the transaction. Raises ConcurrencyConflict when another unit of work
+        holds what this one needs past the adapter's lock wait (SQLite, memory)."""
+        ...
 
     def __exit__(
         self,
@@ -97,18 +141,34 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     def load_wallet(self, account: str) -> Wallet | None:
-        """The account's wallet, locked against other writers until this unit ends."""
+        """The account's wallet as this unit of work sees it (its own saves included),
+        locked against other writers until this unit ends; None if it has none.
+
+        Raises ConcurrencyConflict if another unit of work keeps it locked past the
+        lock wait; InvalidRequest for an invalid account id."""
         ...
 
     def add_wallet(self, wallet: Wallet) -> None:
-        """Store a new account; an existing one raises ConcurrencyConflict."""
+        """Store a new account, with its pending ledger entries.
+
+        Raises ConcurrencyConflict if the account exists (stored, or added in this
+        unit); InvalidRequest for a naive instant or an invalid account id."""
         ...
 
     def save_wallet(self, wallet: Wallet) -> None:
-        """Store the wallet's state and append its pending ledger entries (R19)."""
+        """Store the wallet's state and append its pending ledger entries (R19).
+
+        The wallet is the one loaded (or added, or saved) in this unit of work, or one
+        loaded earlier whose version is still the stored one. Raises ConcurrencyConflict
+        if the stored wallet is at another version (saved meanwhile by another unit of
+        work), if the account has no stored wallet, or if a ledger entry's seq is taken;
+        InvalidRequest for a naive instant."""
         ...
 
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Make everything this unit did durable, at once. Raises StorageUnavailable if
+        the storage was lost during the commit: whether it committed is then unknown."""
+        ...
 
 
 class Repository(Protocol):
@@ -123,24 +183,35 @@ class Repository(Protocol):
         until: datetime | None = None,
         limit: int = 1000,
     ) -> Sequence[LedgerEntry]:
-        """Up to `limit` entries with seq > after_seq and since <= at < until, by seq."""
+        """Up to `limit` committed entries with seq > after_seq and since <= at < until,
+        by seq; none for an account that never subscribed.
+
+        Raises InvalidRequest for a limit outside 0..2**63-1, an after_seq outside
+        -1..2**63-1 (or either not an int), a naive instant, an invalid account id."""
         ...
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
-        """The newest entry of `pool` with `at` <= the given instant (R21)."""
+        """The newest committed entry of `pool` with `at` <= the given instant (R21);
+        None if there is none. Raises InvalidRequest for a naive `at`, a pool that is
+        not a Channel, an invalid account id."""
         ...
 
     def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:
-        """Up to `limit` accounts whose next period boundary is at or before `now`."""
+        """Up to `limit` accounts whose next period boundary is at or before `now`,
+        oldest boundary first (then by account id). Raises InvalidRequest for a naive
+        `now` or a limit outside 0..2**63-1."""
         ...
 
 
 @runtime_checkable
 class ApiKeyStore(Protocol):
-    """Where the API's keys live (the scheme is `credits_domain.keys`)."""
+    """Where the API's keys live (the scheme is `credits_domain.keys`). Each call raises
+    StorageUnavailable or StorageError when its storage fails it."""
 
     def create(self, account: str) -> IssuedKey:
-        """A new key bound to `account` (which need not have subscribed yet)."""
+        """A new key bound to `account` (which need not have subscribed yet).
+
+        Raises InvalidRequest for an account id that cannot be a URL path segment."""
         ...
 
     def authenticate(self, token: str) -> str | None:
@@ -150,7 +221,7 @@ class ApiKeyStore(Protocol):
     def revoke(self, key_id: str) -> bool:
         """Revoke a key: True if it was active, False if it was revoked already.
 
-        Raises UnknownApiKey if no key has this id."""
+        Raises UnknownApiKey if no key has this id (a malformed id included)."""
         ...
 
 

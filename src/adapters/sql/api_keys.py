@@ -6,6 +6,7 @@ stored as `credits_domain.keys` says: the SHA-256 of the key, never the key.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from adapters.sql.engine import READ_ONLY_OPTION
-from adapters.sql.errors import ApiKeysTableMissing
+from adapters.sql.errors import ApiKeysTableMissing, translated
 from adapters.sql.schema import UtcInstant
 from credits_domain import Clock, InvalidRequest, UnknownApiKey
 from credits_domain.keys import (
@@ -32,6 +33,10 @@ from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH
 metadata = sa.MetaData()
 
 TABLE_NAME: Final = "credits_api_keys"  # the credits_ prefix of the schema's other tables
+
+# A key id as `credits_domain.keys` makes them; anything else names no key, and is never
+# sent to the database (PostgreSQL text cannot even hold a NUL).
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 # The table's definition; the Alembic revision 0003 creates it (keep the two equal).
 api_keys = sa.Table(
@@ -79,7 +84,14 @@ class SqlApiKeyStore:
         # Bumped (under _cache_lock) by every revocation once it is committed: a lookup
         # that began before may have read the row still active, and must not cache it.
         self._revocations = 0
-        if not sa.inspect(engine).has_table(TABLE_NAME):
+        # Read-only: on SQLite, a plain connection would begin IMMEDIATE and wait for
+        # (then lose to) any writer of the file.
+        with (
+            translated("looking for the API keys table", url=engine.url),
+            engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
+        ):
+            present = sa.inspect(conn).has_table(TABLE_NAME)
+        if not present:
             raise ApiKeysTableMissing(
                 f"the database {engine.url.render_as_string(hide_password=True)} has no "
                 f"{TABLE_NAME} table; apply the migrations first (credits db upgrade)"
@@ -89,7 +101,7 @@ class SqlApiKeyStore:
         issued, record = new_key(
             account, self._clock.now(), entropy=secrets.token_bytes(KEY_ENTROPY_BYTES)
         )
-        with self._engine.begin() as conn:
+        with translated("storing an API key", url=self._engine.url), self._engine.begin() as conn:
             conn.execute(
                 api_keys.insert().values(
                     key_id=record.key_id,
@@ -128,7 +140,10 @@ class SqlApiKeyStore:
             return cached[1]
         # Read-only: on SQLite, begin deferred rather than BEGIN IMMEDIATE, so that a key
         # lookup never waits for (or holds) the write lock; WAL reads beside the writer.
-        with self._engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn:
+        with (
+            translated("looking up an API key", url=self._engine.url),
+            self._engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
+        ):
             record = self._record(conn, key_id)
         account = verify(token, record)
         if account is not None and self._cache_ttl_s > 0:
@@ -141,8 +156,13 @@ class SqlApiKeyStore:
         return account
 
     def revoke(self, key_id: str) -> bool:
+        if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+            raise UnknownApiKey(key_id)
         try:
-            with self._engine.begin() as conn:
+            with (
+                translated("revoking an API key", url=self._engine.url),
+                self._engine.begin() as conn,
+            ):
                 if self._record(conn, key_id) is None:
                     raise UnknownApiKey(key_id)
                 done = conn.execute(

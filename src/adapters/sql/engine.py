@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -89,13 +90,26 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
     if not lock_wait_s > 0:
         raise InvalidRequest(f"lock_wait_s must be > 0, got {lock_wait_s!r}")
     try:
-        parsed = sa.make_url(url)
-    except sa_exc.ArgumentError as error:
-        raise UnsupportedDatabase(f"not a database URL: {url!r} ({error})") from error
+        return _create_engine(url, lock_wait_s)
+    except (sa_exc.ArgumentError, ValueError) as error:
+        # A malformed URL, port or query option (`?timeout=abc`): SQLAlchemy and the
+        # dialects raise ArgumentError or a bare ValueError while reading it.
+        if isinstance(error, UnsupportedDatabase):
+            raise
+        words = " ".join(str(error).split())
+        raise UnsupportedDatabase(
+            f"not a usable database URL: {display_url(url)} ({words})"
+        ) from error
+
+
+def _create_engine(url: str, lock_wait_s: float) -> Engine:
+    parsed = sa.make_url(url)
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend == "sqlite":
         if driver != "pysqlite":
-            raise UnsupportedDatabase(f"SQLite is supported through sqlite3 only, got {url!r}")
+            raise UnsupportedDatabase(
+                f"SQLite is supported through sqlite3 only, got {display_url(url)}"
+            )
         connect_args: dict[str, Any] = {"timeout": lock_wait_s}  # the busy timeout
         options: dict[str, Any] = {}
         if parsed.database in (None, "", ":memory:"):
@@ -118,7 +132,8 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
         elif driver != "psycopg":
             raise UnsupportedDatabase(
-                f"PostgreSQL is supported through psycopg 3 (postgresql+psycopg://), got {url!r}"
+                "PostgreSQL is supported through psycopg 3 (postgresql+psycopg://), "
+                f"got {display_url(url)}"
             )
         # READ COMMITTED (the server default) with row locks; a lock wait is bounded,
         # and its expiry (55P03) counts as a lost race. Server options given in the URL
@@ -135,26 +150,31 @@ def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engi
             pool_pre_ping=True,
         )
     raise UnsupportedDatabase(
-        f"unsupported database {backend!r} in {url!r}; use sqlite:///path.db "
+        f"unsupported database {backend!r} in {display_url(url)}; use sqlite:///path.db "
         "or postgresql+psycopg://user@host/db"
     )
 
 
+# `scheme://user:password@...`: what to hide in a URL that SQLAlchemy cannot read.
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*@")
+
+
 def display_url(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
+    """The URL without its password (for messages and logs); never raises."""
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return repr(url)
+    except (sa_exc.ArgumentError, ValueError):
+        return repr(_PASSWORD.sub(r"\1***@", url))
 
 
 def describe_url(url: str) -> str:
     """Where a database lives, for people: a file's absolute path, or the URL."""
     try:
         parsed = sa.make_url(url)
-    except sa_exc.ArgumentError:
-        return repr(url)
-    if parsed.get_backend_name() != "sqlite":
+        backend = parsed.get_backend_name()
+    except (sa_exc.ArgumentError, ValueError):
+        return display_url(url)
+    if backend != "sqlite":
         return display_url(url)
     if parsed.database in (None, "", ":memory:"):
         return "SQLite, in memory (gone when the command ends)"
@@ -165,8 +185,9 @@ def sqlite_file(url: str) -> Path | None:
     """The file of an SQLite URL (None for another database or an in-memory one)."""
     try:
         parsed = sa.make_url(url)
-    except sa_exc.ArgumentError:
+        backend = parsed.get_backend_name()
+    except (sa_exc.ArgumentError, ValueError):
         return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if backend != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)

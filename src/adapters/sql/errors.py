@@ -1,16 +1,20 @@
 """SQL adapter errors, and the one place where driver errors become domain errors.
 
-No SQLAlchemy, psycopg or sqlite3 exception leaves this adapter: a lost race is
-`ConcurrencyConflict` (the service retries it), a database that cannot be reached is
-`StorageUnavailable`, our own bind processing refusing a value is the domain error it
-raised.
+No SQLAlchemy, psycopg, sqlite3 or Alembic exception leaves this adapter: a lost race
+is `ConcurrencyConflict` (the service retries it), a database that cannot be reached is
+`StorageUnavailable`, anything else the database refuses is `StorageError` (a missing
+table or column, and a connection refused for good, say what to fix), our own bind
+processing refusing a value is the domain error it raised. Every message is one line:
+the operation, the database's URL without its password, the driver's words, what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Collection, Iterator
 
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from credits_domain import (
@@ -98,8 +102,8 @@ class UnsupportedDatabase(CreditsError, ValueError):
 # -- driver errors ---------------------------------------------------------------------
 
 
-def _is_conflict(error: sa_exc.DBAPIError) -> bool:
-    original = error.orig
+def _is_conflict(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
+    original = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     sqlstate = getattr(original, "sqlstate", None)  # psycopg
     if sqlstate is not None:
         return sqlstate in _CONFLICT_SQLSTATES
@@ -112,52 +116,134 @@ _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P01", "57P02", "57P03")
 _UNAVAILABLE_SQLITE_ERRORS = frozenset(
     {"SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_PROTOCOL", "SQLITE_READONLY", "SQLITE_NOLFS"}
 )
+# A failed connection carries no SQLSTATE in psycopg, only libpq's text (in the
+# server's language). Most failures pass with time (no route, refused, the server
+# starting, stopping or out of connection slots); these do not (no such database or
+# role, a wrong or missing password, no pg_hba.conf entry): a configuration to fix, not
+# an outage to wait out. An unrecognised text counts as an outage.
+_PERMANENT_CONNECT_REFUSALS = (
+    "does not exist",
+    "authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+# PostgreSQL: undefined table, undefined column; SQLite says it in words.
+_MISSING_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
+_MISSING_SCHEMA_SQLITE_WORDS = ("no such table", "no such column")
 
 
-def _unavailable(error: sa_exc.DBAPIError) -> bool:
-    if error.connection_invalidated:
+def _unavailable(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True  # the driver saw the connection die under it
-    original = error.orig
+    original = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     sqlstate = getattr(original, "sqlstate", None)
     if sqlstate is not None:
         return str(sqlstate).startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
     name = getattr(original, "sqlite_errorname", None)
     if name is not None:
         return name in _UNAVAILABLE_SQLITE_ERRORS or name.startswith("SQLITE_IOERR")
+    if isinstance(original, sqlite3.Error):
+        return False
     # psycopg raises OperationalError without a SQLSTATE when it cannot connect at all.
-    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    if not isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return False
+    return not _refused_connection(error)
+
+
+def _refused_connection(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
+    """The server (or libpq) refused to connect for a reason that does not pass."""
+    if not isinstance(error, sa_exc.OperationalError) or isinstance(error.orig, sqlite3.Error):
+        return False
+    if getattr(error.orig, "sqlstate", None) is not None:
+        return False
+    words = str(error.orig)
+    return any(refusal in words for refusal in _PERMANENT_CONNECT_REFUSALS)
+
+
+def _missing_schema(error: sa_exc.DBAPIError | sqlite3.Error) -> bool:
+    original = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _MISSING_SCHEMA_SQLSTATES
+    return isinstance(original, sqlite3.OperationalError) and str(original).startswith(
+        _MISSING_SCHEMA_SQLITE_WORDS
+    )
+
+
+def _words(error: BaseException) -> str:
+    """The driver's message on one line (psycopg's run over several), with its class."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def _domain_error(
+    error: sa_exc.DBAPIError | sqlite3.Error,
+    what: str,
+    url: sa.URL | None,
+    outcome_unknown: bool,
+) -> CreditsError:
+    original = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    said = _words(error if original is None else original)
+    if _is_conflict(error):
+        return ConcurrencyConflict(f"{what} lost a race with another writer ({said}); retry")
+    database = "the database" if url is None else f"the database {_display(url)}"
+    if _unavailable(error):
+        then = (
+            "; whether it committed is unknown: retry with the same idempotency key"
+            if outcome_unknown
+            else "; retry later"
+        )
+        return StorageUnavailable(
+            f"{what}: {database} cannot be reached or used right now ({said}){then}"
+        )
+    if _refused_connection(error):
+        return StorageError(
+            f"{what}: {database} refused the connection ({said}); check the URL's "
+            "database name, user and password"
+        )
+    if _missing_schema(error):
+        return StorageError(
+            f"{what}: {database} lacks a table or column this version of credits uses "
+            f"({said}); its schema was changed outside credits or is not at this version's "
+            "revision (`credits db upgrade` applies the migrations)"
+        )
+    return StorageError(f"{what}: {database} refused ({said})")
+
+
+def _display(url: sa.URL) -> str:
+    """A URL for messages: without its password."""
+    return url.render_as_string(hide_password=True)
 
 
 @contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
+def translated(
+    what: str, *, url: sa.URL | None = None, outcome_unknown: bool = False
+) -> Iterator[None]:
     """The one place where driver errors become domain errors: a lost race is
     ConcurrencyConflict (the service retries it), an unreachable database is
-    StorageUnavailable, anything else the database refused is StorageError."""
+    StorageUnavailable, anything else the database refused is StorageError.
+
+    `what` names the operation and `url` the database in the message (one line);
+    `outcome_unknown` says the operation was a commit, whose fate a lost connection
+    leaves unknown.
+    """
     try:
         yield
     except sa_exc.DBAPIError as error:
-        if _is_conflict(error):
-            raise ConcurrencyConflict(
-                f"{what} lost a race with another writer: {error.orig}"
-            ) from error
-        words = " ".join(str(error.orig).split())
-        if _unavailable(error):
-            raise StorageUnavailable(
-                f"{what}: the database cannot be reached or used right now "
-                f"({type(error.orig).__name__}: {words}); retry later"
-            ) from error
-        raise StorageError(
-            f"{what}: the database refused ({type(error.orig).__name__}: {words})"
-        ) from error
+        raise _domain_error(error, what, url, outcome_unknown) from error
+    except sqlite3.Error as error:  # raised by the driver outside SQLAlchemy's wrapping
+        raise _domain_error(error, what, url, outcome_unknown) from error
     except sa_exc.StatementError as error:
         # Our own bind processing refused a value (a naive instant): SQLAlchemy wraps
         # it; the caller is owed the domain error itself, as the read methods raise it.
         if isinstance(error.orig, CreditsError):
             raise error.orig from None
-        raise StorageError(f"{what}: {error}") from error
+        raise StorageError(f"{what}: {_words(error)}") from error
     except sa_exc.TimeoutError as error:
         # The pool had no connection free for the whole lock wait: on an in-memory
         # database, another unit of work held the one connection that long.
-        raise ConcurrencyConflict(f"{what} waited too long for the database: {error}") from error
+        raise ConcurrencyConflict(
+            f"{what} waited too long for the database ({_words(error)}); retry"
+        ) from error
     except sa_exc.SQLAlchemyError as error:
-        raise StorageError(f"{what}: {type(error).__name__}: {error}") from error
+        raise StorageError(f"{what}: {_words(error)}") from error

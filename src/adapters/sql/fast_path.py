@@ -125,7 +125,7 @@ class FastPath:
         channels = [c.channel._value_ for c in request.unique]
         values = [c.value for c in request.unique]
         key = request.idempotency_key
-        with translated("reserving credits"):
+        with translated("reserving credits", url=self._engine.url, outcome_unknown=True):
             if self._postgres:
                 row = self._call(
                     _PG_RESERVE,
@@ -155,7 +155,7 @@ class FastPath:
     ) -> Settled | BoughtMeanwhile | None:
         key = request.idempotency_key
         stored = None if key is None else json.dumps(result_to_json(result))
-        with translated("settling a charge"):
+        with translated("settling a charge", url=self._engine.url, outcome_unknown=True):
             if self._postgres:
                 row = self._call(
                     _PG_SETTLE,

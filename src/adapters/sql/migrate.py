@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
 from adapters.sql.engine import (
@@ -22,6 +24,7 @@ from adapters.sql.errors import (
     UnknownSchemaRevision,
     translated,
 )
+from credits_domain import InvalidRequest
 
 VERSION_TABLE = "credits_alembic_version"  # not alembic_version: the host app may use Alembic
 MIGRATIONS = "adapters.sql:migrations"  # Alembic's script_location, as a package resource
@@ -50,26 +53,49 @@ def schema_head() -> tuple[str, ...]:
     return tuple(schema_script().get_heads())
 
 
+def _known_revisions() -> set[str]:
+    return {script.revision for script in schema_script().walk_revisions()}
+
+
+def _current(connection: sa.Connection) -> tuple[str, ...]:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return tuple(context.get_current_heads())
+
+
 def schema_revision(engine: Engine) -> tuple[str, ...]:
     """The revision(s) the database is at; empty for an empty database."""
-    with translated("reading the schema's revision"), engine.connect() as connection:
+    with (
+        translated("reading the schema's revision", url=engine.url),
+        engine.connect() as connection,
+    ):
         connection.execution_options(**{READ_ONLY_OPTION: True})
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return tuple(context.get_current_heads())
+        return _current(connection)
 
 
 def upgrade_engine(engine: Engine, revision: str) -> None:
+    shown = engine.url.render_as_string(hide_password=True)
     # On SQLite: BEGIN IMMEDIATE, one writer at a time.
-    with translated("upgrading the schema"), engine.begin() as connection:
+    with translated("upgrading the schema", url=engine.url), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # PostgreSQL: a second process upgrading at the same time waits here for the
             # first to commit, then finds the schema at head and does nothing.
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
             )
+        # Alembic would only say it "can't locate revision" of a newer database.
+        current = set(_current(connection))
+        if current - _known_revisions():
+            raise UnknownSchemaRevision(shown, current)
         config = _alembic_config()
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        try:
+            command.upgrade(config, revision)
+        except (CommandError, RevisionError) as error:
+            known = ", ".join(sorted(_known_revisions()))
+            raise InvalidRequest(
+                f"cannot upgrade the schema of {shown} to revision {revision!r} "
+                f"({' '.join(str(error).split())}); give 'head', '+N' or one of: {known}"
+            ) from error
 
 
 @attrs.frozen(kw_only=True)
@@ -95,7 +121,6 @@ def require_head(engine: Engine, url: str) -> None:
     current, head = set(schema_revision(engine)), set(schema_head())
     if current == head:
         return
-    known = {script.revision for script in schema_script().walk_revisions()}
-    if current - known:
+    if current - _known_revisions():
         raise UnknownSchemaRevision(display_url(url), current)
     raise SchemaOutOfDate(display_url(url), current, head)

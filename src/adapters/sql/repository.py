@@ -84,7 +84,15 @@ from credits_domain import (
     Settled,
 )
 from credits_domain.charging import Candidate, ChargeRequest
+from credits_domain.limits import check_account
 from credits_domain.periods import require_utc
+
+MAX_INT64 = 2**63 - 1  # the widest integer either database stores
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 # -- the repository --------------------------------------------------------------------
 
@@ -181,14 +189,15 @@ class SqlRepository:
 
     @staticmethod
     def _check_limit(limit: int) -> int:
-        # Every read is bounded: SQLite reads a negative LIMIT as "no limit" at all.
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise InvalidRequest(f"limit must be a whole number >= 0, got {limit!r}")
+        # Every read is bounded: SQLite reads a negative LIMIT as "no limit" at all, and
+        # neither database takes an integer beyond 64 bits.
+        if not _whole(limit) or not 0 <= limit <= MAX_INT64:
+            raise InvalidRequest(f"limit must be a whole number from 0 to 2**63-1, got {limit!r}")
         return limit
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[Connection]:
-        with translated(what), self._engine.connect() as connection:
+        with translated(what, url=self._engine.url), self._engine.connect() as connection:
             connection.execution_options(**{READ_ONLY_OPTION: True})
             yield connection
 
@@ -201,7 +210,13 @@ class SqlRepository:
         until: datetime | None = None,
         limit: int = 1000,
     ) -> Sequence[LedgerEntry]:
-        query = sa.select(ledger).where(ledger.c.account == account, ledger.c.seq > after_seq)
+        if not _whole(after_seq) or not -1 <= after_seq <= MAX_INT64:
+            raise InvalidRequest(
+                f"after_seq must be a whole number from -1 to 2**63-1, got {after_seq!r}"
+            )
+        query = sa.select(ledger).where(
+            ledger.c.account == check_account(account), ledger.c.seq > after_seq
+        )
         if since is not None:
             query = query.where(ledger.c.at >= require_utc(since, "since"))
         if until is not None:
@@ -211,11 +226,13 @@ class SqlRepository:
             return [entry_from_row(row) for row in connection.execute(query)]
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
+        if not isinstance(pool, Channel):
+            raise InvalidRequest(f"pool must be a Channel, got {pool!r}")
         # Newest first along the (account, pool, at, seq) index: one index probe (R21).
         query = (
             sa.select(ledger)
             .where(
-                ledger.c.account == account,
+                ledger.c.account == check_account(account),
                 ledger.c.pool == pool.value,
                 ledger.c.at <= require_utc(at, "at"),
             )

@@ -450,6 +450,36 @@ class _Failure:
     retry_after_s: float | None = None
 
 
+def _base_url(base_url: str) -> httpx.URL:
+    """The service's URL, refused here rather than failing every request later."""
+    refused = InvalidRequest(
+        f"base_url must be an http(s) URL with a host and a port from 1 to 65535, got {base_url!r}"
+    )
+    if not isinstance(base_url, str):
+        raise refused
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as error:
+        raise refused from error
+    if url.scheme not in ("http", "https") or not url.host:
+        raise refused
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise refused
+    return url
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Extra request headers: ASCII, and no line break that would smuggle in another."""
+    for name, value in headers.items():
+        for text in (name, value):
+            if not isinstance(text, str) or not text.isascii() or "\r" in text or "\n" in text:
+                raise InvalidRequest(
+                    f"a verifier header must be ASCII text without line breaks, got "
+                    f"{name!r}: {value!r}"
+                )
+    return dict(headers)
+
+
 class HttpVerifier:
     """The Verifier port over HTTP (see the module docstring for protocol and behaviour).
 
@@ -472,9 +502,7 @@ class HttpVerifier:
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise InvalidRequest(f"base_url must be an http(s) URL, got {base_url!r}")
+        url = _base_url(base_url)
         for name, value in (("max_in_flight", max_in_flight), ("chunk_size", chunk_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequest(f"{name} must be a whole number >= 1, got {value!r}")
@@ -497,7 +525,7 @@ class HttpVerifier:
             limits=httpx.Limits(
                 max_connections=max_in_flight, max_keepalive_connections=max_in_flight
             ),
-            headers=dict(headers or {}),
+            headers=_headers(headers or {}),
         )
         self._executor = ThreadPoolExecutor(
             max_workers=max_in_flight, thread_name_prefix="http-verifier"

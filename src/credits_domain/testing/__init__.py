@@ -7,15 +7,17 @@ Needs the `testing` extra (hypothesis, pytest); the core never imports it.
 - `ReferenceModel`: an independent, naive model of the rules (the oracle).
 - `make_state_machine(repository_factory)`: a RuleBasedStateMachine that runs a real
   CreditService on your Repository against the model (R12, R15, R20 as invariants).
-- `RepositoryContract`: the contract test suite every Repository adapter passes.
+- `RepositoryContract`, `ApiKeyStoreContract`: the contract test suites every Repository
+  and ApiKeyStore adapter passes, error paths included.
 """
 
 from credits_domain.testing import strategies
-from credits_domain.testing.contract import RepositoryContract
+from credits_domain.testing.contract import ApiKeyStoreContract, RepositoryContract
 from credits_domain.testing.machine import CreditsStateMachine, make_state_machine
 from credits_domain.testing.model import ReferenceModel
 
 __all__ = [
+    "ApiKeyStoreContract",
     "CreditsStateMachine",
     "ReferenceModel",
     "RepositoryContract",

@@ -1,21 +1,29 @@
-"""The contract every Repository adapter passes (eventsourcing's shape).
+"""The contracts every Repository and ApiKeyStore adapter passes (eventsourcing's shape).
 
-Subclass it in a test module named `test_*.py`, as a class named `Test*`, and say how to
-build the repository; pytest collects the inherited tests::
+Subclass one in a test module named `test_*.py`, as a class named `Test*`, and say how to
+build the adapter; pytest collects the inherited tests::
 
     class TestMyRepository(RepositoryContract):
         def make_repository(self) -> Repository:
             return MyRepository.connect(...)
 
-or, when building it needs fixtures, override the `repository` fixture instead. The class
-is not named Test*, so pytest does not collect it on its own.
+    class TestMyKeys(ApiKeyStoreContract):
+        def make_key_store(self, clock: Clock) -> ApiKeyStore:
+            return MyKeyStore(..., clock=clock)
+
+or, when building it needs fixtures, override the `repository` (`key_store`) fixture
+instead. The classes are not named Test*, so pytest does not collect them on their own.
+
+Every call of every port is tested on its error paths too, so that adapters fail alike:
+the same arguments refused with the same error class (`ports` says which).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import attrs
 import pytest
@@ -23,15 +31,32 @@ import pytest
 from credits_domain.charging import ChargeResult, ItemResult, Outcome
 from credits_domain.contact import Channel, Contact
 from credits_domain.dedup import Ownership
-from credits_domain.errors import ConcurrencyConflict
+from credits_domain.errors import (
+    AlreadyRefunded,
+    ConcurrencyConflict,
+    InvalidRequest,
+    NotCharged,
+    UnknownApiKey,
+)
+from credits_domain.keys import key_id_of
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.plans import PLANS, Credits, Plan, Price
-from credits_domain.ports import IdempotencyRecord, Repository
+from credits_domain.ports import ApiKeyStore, Clock, IdempotencyRecord, Repository, UnitOfWork
 from credits_domain.service import CreditService
 from credits_domain.verdict import Verdict
 from credits_domain.wallet import Status, Wallet
 
 T0 = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
+NAIVE = datetime(2025, 1, 31, 12, 0)
+PLUS_TWO = timezone(timedelta(hours=2))
+THREAD_TIMEOUT_S = 120  # a hung worker fails the test instead of hanging the run
+# Account ids the core refuses (`credits_domain.limits.check_account`): every call that
+# takes an account refuses them alike, before storage sees them (PostgreSQL text cannot
+# hold a NUL; a column holds 200 characters).
+BAD_ACCOUNTS = ["", " padded", "nul\x00", "x" * 201, 42]
+BAD_KEYS: list[object] = ["", "k" * 256, "tab\t", None, 7]
+BAD_LIMITS: list[object] = [-1, 2**63, "2", 2.0, True, None]
+BAD_SEQS: list[object] = [-2, 2**63, "0", 0.5, False, None]
 ODD_PLAN = Plan(
     name="odd",
     monthly=Credits(email=40, mobile=0),
@@ -312,6 +337,328 @@ class RepositoryContract:
         assert len(repository.due_accounts(T0 + timedelta(days=60), 2)) == 2
         assert repository.due_accounts(T0, 10) == []
 
+    # -- every error path of every port call ----------------------------------------
+    #
+    # The port's docstrings (credits_domain.ports) say what each call raises; these tests
+    # hold every adapter to it, so that code tested on one adapter fails alike on another.
+
+    def _stored_status(self, repository: Repository, account: str = "acct") -> Status | None:
+        with repository.unit_of_work() as uow:
+            wallet = uow.load_wallet(account)
+        return None if wallet is None else wallet.status
+
+    # unit of work: its life
+
+    def test_a_unit_of_work_is_used_only_inside_its_block(self, repository: Repository) -> None:
+        outside = repository.unit_of_work()
+        with pytest.raises(AssertionError, match="inside its `with` block"):
+            outside.load_wallet("acct")
+        with pytest.raises(AssertionError):
+            outside.commit()
+        with repository.unit_of_work() as uow:
+            uow.commit()
+            with pytest.raises(AssertionError, match="inside its `with` block"):
+                uow.dedup.owned("acct", [])
+            with pytest.raises(AssertionError, match="once"):
+                uow.commit()
+        with pytest.raises(AssertionError, match="inside its `with` block"):
+            uow.idempotency.get("acct", "k")
+        with pytest.raises(AssertionError, match="entered once"), uow:
+            pass
+
+    @pytest.mark.parametrize(
+        "fail",
+        [
+            pytest.param(lambda uow: uow.add_wallet(_wallet()), id="conflict"),
+            pytest.param(
+                lambda uow: uow.dedup.mark_refunded("acct", Contact.email("n@corp.com"), T0),
+                id="refusal",
+            ),
+            pytest.param(lambda uow: uow.load_wallet(""), id="invalid-argument"),
+        ],
+    )
+    def test_a_call_that_raised_leaves_only_the_way_out(
+        self, repository: Repository, fail: Callable[[UnitOfWork], object]
+    ) -> None:
+        # On PostgreSQL a failed statement aborts the transaction and a COMMIT of it
+        # quietly rolls back: so on every adapter, nothing is done in it any more.
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            wallet = uow.load_wallet("acct")
+            assert wallet is not None
+            wallet.pause()
+            uow.save_wallet(wallet)
+            with pytest.raises((ConcurrencyConflict, NotCharged, InvalidRequest)):
+                fail(uow)
+            with pytest.raises(AssertionError, match="call failed"):
+                uow.load_wallet("acct")
+            with pytest.raises(AssertionError, match="call failed"):
+                uow.commit()
+        assert self._stored_status(repository) is Status.ACTIVE  # the pause was rolled back
+
+    # unit of work: wallets
+
+    @pytest.mark.parametrize("account", BAD_ACCOUNTS)
+    def test_an_invalid_account_id_is_refused_by_every_call(
+        self, repository: Repository, account: Any
+    ) -> None:
+        calls: list[Callable[[UnitOfWork], object]] = [
+            lambda uow: uow.load_wallet(account),
+            lambda uow: uow.add_wallet(_wallet(account)),
+            lambda uow: uow.dedup.owned(account, [Contact.email("a@corp.com")]),
+            lambda uow: uow.dedup.add([attrs.evolve(_ownership(A, 1), account=account)]),
+            lambda uow: uow.dedup.mark_refunded(account, A, T0),
+            lambda uow: uow.idempotency.get(account, "k"),
+            lambda uow: uow.idempotency.put(attrs.evolve(_record("k"), account=account)),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidRequest, match="account"), repository.unit_of_work() as uow:
+                call(uow)
+        with pytest.raises(InvalidRequest, match="account"):
+            repository.entries(account)
+        with pytest.raises(InvalidRequest, match="account"):
+            repository.last_entry(account, Channel.EMAIL, T0)
+
+    def test_a_unit_of_work_sees_its_own_saves(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            added = uow.load_wallet("acct")
+            assert added is not None and added.status is Status.ACTIVE
+            added.pause()
+            uow.save_wallet(added)
+            again = uow.load_wallet("acct")
+            assert again is not None and again.status is Status.PAUSED
+            again.resume()
+            uow.save_wallet(again)  # saved twice in one unit: each save builds on the last
+            uow.commit()
+        assert self._stored_status(repository) is Status.ACTIVE
+
+    def test_adding_an_account_twice_in_one_unit_conflicts(self, repository: Repository) -> None:
+        with pytest.raises(ConcurrencyConflict), repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.add_wallet(_wallet())
+        assert self._stored_status(repository) is None
+
+    def test_a_naive_instant_in_a_wallet_is_refused(self, repository: Repository) -> None:
+        with (
+            pytest.raises(InvalidRequest, match="timezone-aware"),
+            repository.unit_of_work() as uow,
+        ):
+            uow.add_wallet(_wallet(at=NAIVE))
+        assert self._stored_status(repository) is None
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.commit()
+        with (
+            pytest.raises(InvalidRequest, match="timezone-aware"),
+            repository.unit_of_work() as uow,
+        ):
+            wallet = uow.load_wallet("acct")
+            assert wallet is not None
+            wallet.top_up(Channel.EMAIL, 5, NAIVE, Cause(operation=Operation.GRANT, note="x"))
+            uow.save_wallet(wallet)
+        assert [e.seq for e in repository.entries("acct")] == [0, 1]
+
+    def test_saving_a_stale_wallet_conflicts(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            stale = uow.load_wallet("acct")
+        assert stale is not None
+        with repository.unit_of_work() as uow:
+            fresh = uow.load_wallet("acct")
+            assert fresh is not None
+            fresh.pause()
+            uow.save_wallet(fresh)
+            uow.commit()
+        with pytest.raises(ConcurrencyConflict, match="version"), repository.unit_of_work() as uow:
+            stale.cancel()
+            uow.save_wallet(stale)
+            uow.commit()
+        assert self._stored_status(repository) is Status.PAUSED
+
+    def test_a_wallet_loaded_earlier_saves_while_it_is_current(
+        self, repository: Repository
+    ) -> None:
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            earlier = uow.load_wallet("acct")
+        assert earlier is not None
+        with repository.unit_of_work() as uow:
+            earlier.pause()
+            uow.save_wallet(earlier)
+            uow.commit()
+        assert self._stored_status(repository) is Status.PAUSED
+
+    def test_saving_a_wallet_never_added_conflicts(self, repository: Repository) -> None:
+        with (
+            pytest.raises(ConcurrencyConflict, match="never added"),
+            repository.unit_of_work() as uow,
+        ):
+            uow.save_wallet(_wallet())
+        assert self._stored_status(repository) is None
+        assert list(repository.entries("acct")) == []
+
+    # unit of work: ownership
+
+    def test_ownership_lookups_of_nothing_find_nothing(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            assert uow.dedup.owned("nobody", [A]) == {}
+            assert uow.dedup.owned("acct", []) == {}
+            uow.dedup.add([])  # nothing to record is not an error
+
+    def test_owning_a_datum_twice_in_one_unit_conflicts(self, repository: Repository) -> None:
+        with pytest.raises(ConcurrencyConflict), repository.unit_of_work() as uow:
+            uow.dedup.add([_ownership(A, 1), _ownership(A, 2)])
+        with pytest.raises(ConcurrencyConflict), repository.unit_of_work() as uow:
+            uow.dedup.add([_ownership(A, 1)])
+            uow.dedup.add([_ownership(A, 2)])
+        with repository.unit_of_work() as uow:
+            assert uow.dedup.owned("acct", [A]) == {}
+
+    def test_ownership_of_another_account_is_its_own(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            uow.dedup.add([_ownership(A, 1), attrs.evolve(_ownership(A, 1), account="other")])
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            assert set(uow.dedup.owned("other", [A])) == {A}
+
+    def test_ownership_with_a_naive_instant_is_refused(self, repository: Repository) -> None:
+        with (
+            pytest.raises(InvalidRequest, match="timezone-aware"),
+            repository.unit_of_work() as uow,
+        ):
+            uow.dedup.add([attrs.evolve(_ownership(A, 1), charged_at=NAIVE)])
+        with repository.unit_of_work() as uow:
+            assert uow.dedup.owned("acct", [A]) == {}
+
+    def test_ownership_of_no_credits_is_a_bug(self, repository: Repository) -> None:
+        with pytest.raises(AssertionError, match="cost credits"), repository.unit_of_work() as uow:
+            uow.dedup.add([_ownership(A, 1, credits=0)])
+
+    def test_a_refund_needs_an_owned_datum_once(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            uow.dedup.add([_ownership(A, 1)])
+            uow.commit()
+        with pytest.raises(NotCharged), repository.unit_of_work() as uow:
+            uow.dedup.mark_refunded("acct", Contact.email("b@corp.com"), T0)
+        with pytest.raises(NotCharged), repository.unit_of_work() as uow:
+            uow.dedup.mark_refunded("other", A, T0)
+        with (
+            pytest.raises(InvalidRequest, match="timezone-aware"),
+            repository.unit_of_work() as uow,
+        ):
+            uow.dedup.mark_refunded("acct", A, NAIVE)
+        with pytest.raises(AlreadyRefunded), repository.unit_of_work() as uow:
+            uow.dedup.mark_refunded("acct", A, T0 + timedelta(days=1))
+            uow.dedup.mark_refunded("acct", A, T0 + timedelta(days=2))  # once, even in one unit
+        with repository.unit_of_work() as uow:
+            assert uow.dedup.owned("acct", [A])[A].refunded_at is None
+            uow.dedup.mark_refunded("acct", A, (T0 + timedelta(days=1)).astimezone(PLUS_TWO))
+            uow.commit()
+        with pytest.raises(AlreadyRefunded), repository.unit_of_work() as uow:
+            uow.dedup.mark_refunded("acct", A, T0 + timedelta(days=2))
+        with repository.unit_of_work() as uow:
+            refunded_at = uow.dedup.owned("acct", [A])[A].refunded_at
+        assert refunded_at == T0 + timedelta(days=1)
+        assert refunded_at is not None and refunded_at.utcoffset() == timedelta(0)
+
+    # unit of work: idempotency records
+
+    @pytest.mark.parametrize("key", BAD_KEYS)
+    def test_an_invalid_idempotency_key_is_refused(self, repository: Repository, key: Any) -> None:
+        with pytest.raises(InvalidRequest), repository.unit_of_work() as uow:
+            uow.idempotency.get("acct", key)
+        with pytest.raises(InvalidRequest), repository.unit_of_work() as uow:
+            uow.idempotency.put(attrs.evolve(_record("k"), key=key))
+
+    def test_an_idempotency_record_keeps_its_instant_in_utc(self, repository: Repository) -> None:
+        with (
+            pytest.raises(InvalidRequest, match="timezone-aware"),
+            repository.unit_of_work() as uow,
+        ):
+            uow.idempotency.put(attrs.evolve(_record("k"), created_at=NAIVE))
+        with repository.unit_of_work() as uow:
+            assert uow.idempotency.get("acct", "k") is None
+            uow.idempotency.put(attrs.evolve(_record("k"), created_at=T0.astimezone(PLUS_TWO)))
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            record = uow.idempotency.get("acct", "k")
+        assert record is not None and record.created_at == T0
+        assert record.created_at.utcoffset() == timedelta(0)
+
+    # reads
+
+    @pytest.mark.parametrize("limit", BAD_LIMITS)
+    def test_a_read_limit_must_be_a_whole_number_in_range(
+        self, repository: Repository, limit: Any
+    ) -> None:
+        with pytest.raises(InvalidRequest, match="limit"):
+            repository.entries("acct", limit=limit)
+        with pytest.raises(InvalidRequest, match="limit"):
+            repository.due_accounts(T0, limit)
+
+    @pytest.mark.parametrize("after_seq", BAD_SEQS)
+    def test_a_seq_to_read_after_must_be_a_whole_number_in_range(
+        self, repository: Repository, after_seq: Any
+    ) -> None:
+        with pytest.raises(InvalidRequest, match="after_seq"):
+            repository.entries("acct", after_seq=after_seq)
+
+    def test_reads_at_the_edges_of_their_range(self, repository: Repository) -> None:
+        self._seed_ledger(repository, 1)
+        assert repository.entries("acct", limit=0) == []
+        assert len(repository.entries("acct", limit=2**63 - 1)) == 3
+        assert repository.entries("acct", after_seq=2**63 - 1) == []
+        assert repository.due_accounts(T0 + timedelta(days=60), 0) == []
+
+    def test_reads_refuse_naive_instants(self, repository: Repository) -> None:
+        with pytest.raises(InvalidRequest, match="since"):
+            repository.entries("acct", since=NAIVE)
+        with pytest.raises(InvalidRequest, match="until"):
+            repository.entries("acct", until=NAIVE)
+        with pytest.raises(InvalidRequest, match="at"):
+            repository.last_entry("acct", Channel.EMAIL, NAIVE)
+        with pytest.raises(InvalidRequest, match="now"):
+            repository.due_accounts(NAIVE, 10)
+
+    def test_last_entry_needs_a_pool(self, repository: Repository) -> None:
+        with pytest.raises(InvalidRequest, match="pool"):
+            repository.last_entry("acct", "email", T0)  # type: ignore[arg-type]
+
+    def test_reads_of_an_account_that_never_subscribed_find_nothing(
+        self, repository: Repository
+    ) -> None:
+        assert list(repository.entries("nobody")) == []
+        assert repository.last_entry("nobody", Channel.EMAIL, T0) is None
+        with repository.unit_of_work() as uow:
+            assert uow.idempotency.get("nobody", "k") is None
+
+    def test_reads_see_only_what_is_committed(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            assert list(repository.entries("acct")) == []
+            assert repository.last_entry("acct", Channel.EMAIL, T0) is None
+            assert repository.due_accounts(T0 + timedelta(days=60), 10) == []
+            uow.commit()
+        assert len(repository.entries("acct")) == 2
+
+    def test_due_accounts_come_oldest_boundary_first(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            # Account ids in the reverse order of their boundaries.
+            for i, account in enumerate(["d", "c", "b", "a"]):
+                uow.add_wallet(_wallet(account, at=T0 + timedelta(days=i)))
+            uow.add_wallet(_wallet("c2", at=T0 + timedelta(days=1)))  # c's boundary too
+            uow.commit()
+        later = T0 + timedelta(days=60)
+        assert repository.due_accounts(later, 3) == ["d", "c", "c2"]
+        assert repository.due_accounts(later, 10) == ["d", "c", "c2", "b", "a"]
+
     # -- concurrency through the service (R12, R15, R16) ---------------------------------
 
     def test_concurrent_requests_never_charge_a_datum_twice(self, repository: Repository) -> None:
@@ -328,11 +675,10 @@ class RepositoryContract:
             except BaseException as exc:  # surfaced below, with the thread's name
                 errors.append(exc)
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(4)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        join_all(threads)
         assert not errors, errors
         entries = list(service.statement("hot"))
         charged = [e.cause.datum for e in entries if e.kind is EntryKind.CHARGE]
@@ -340,6 +686,18 @@ class RepositoryContract:
         balance = service.balance("hot")
         assert balance.email == sum(e.amount for e in entries if e.pool is Channel.EMAIL) == 0
         assert balance.email_available == 0
+
+
+def join_all(threads: list[threading.Thread], timeout_s: float = THREAD_TIMEOUT_S) -> None:
+    """Join every thread within one bounded wait in all; fail if any is still running
+    (a hung thread fails the test instead of passing it on unfinished work)."""
+    for thread in threads:
+        thread.join(timeout=timeout_s)
+    alive = [thread.name for thread in threads if thread.is_alive()]
+    assert not alive, f"threads still running after {timeout_s} s: {alive}"
+
+
+A = Contact.email("a@corp.com")
 
 
 def _ownership(
@@ -354,3 +712,61 @@ def _record(key: str, *, hold_id: str | None = None) -> IdempotencyRecord:
     return IdempotencyRecord(
         account="acct", key=key, fingerprint="f" * 64, hold_id=hold_id, created_at=T0
     )
+
+
+class ApiKeyStoreContract:
+    """Tests of the ApiKeyStore port. Subclasses provide `make_key_store(clock)`."""
+
+    def make_key_store(self, clock: Clock) -> ApiKeyStore:
+        raise NotImplementedError("say how to build the key store under test")
+
+    @pytest.fixture
+    def key_store(self) -> ApiKeyStore:
+        return self.make_key_store(_FixedClock(T0))
+
+    def test_a_new_key_authenticates_its_account(self, key_store: ApiKeyStore) -> None:
+        issued = key_store.create("acme")
+        assert (issued.account, issued.created_at) == ("acme", T0)
+        assert key_id_of(issued.token) == issued.key_id
+        assert key_store.authenticate(issued.token) == "acme"
+
+    def test_keys_are_independent(self, key_store: ApiKeyStore) -> None:
+        first, second = key_store.create("acme"), key_store.create("acme")
+        other = key_store.create("globex")  # an account need not have subscribed
+        assert len({first.key_id, second.key_id, other.key_id}) == 3
+        assert key_store.revoke(first.key_id) is True
+        assert key_store.authenticate(first.token) is None
+        assert key_store.authenticate(second.token) == "acme"
+        assert key_store.authenticate(other.token) == "globex"
+
+    @pytest.mark.parametrize("account", ["", " padded", "a/b", "nul\x00", "x" * 201])
+    def test_a_key_needs_an_account_that_can_be_a_path_segment(
+        self, key_store: ApiKeyStore, account: str
+    ) -> None:
+        with pytest.raises(InvalidRequest, match="account"):
+            key_store.create(account)
+
+    def test_a_malformed_unknown_or_wrong_key_authenticates_nobody(
+        self, key_store: ApiKeyStore
+    ) -> None:
+        issued = key_store.create("acme")
+        secret = issued.token[-43:]
+        wrong_secret = issued.token[:-43] + ("A" if secret[0] != "A" else "B") + secret[1:]
+        unknown_id = f"ck_{'0' * 16}_{secret}"
+        for token in ["", "garbage", "nul\x00", issued.token + "x", wrong_secret, unknown_id]:
+            assert key_store.authenticate(token) is None, token
+        assert key_store.authenticate(issued.token) == "acme"
+
+    def test_a_key_is_revoked_once(self, key_store: ApiKeyStore) -> None:
+        issued = key_store.create("acme")
+        assert key_store.revoke(issued.key_id) is True
+        assert key_store.revoke(issued.key_id) is False
+        assert key_store.authenticate(issued.token) is None
+
+    @pytest.mark.parametrize("key_id", ["0123456789abcdef", "", "nul\x00", "X" * 16, "k" * 300])
+    def test_revoking_a_key_that_does_not_exist_is_refused(
+        self, key_store: ApiKeyStore, key_id: str
+    ) -> None:
+        key_store.create("acme")
+        with pytest.raises(UnknownApiKey, match="no API key"):
+            key_store.revoke(key_id)
