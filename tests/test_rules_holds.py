@@ -69,7 +69,7 @@ def test_r16_a_hold_exists_while_the_verifier_runs_and_no_unit_of_work_is_open()
     """R16: "a credit is held before the verifier is called" and "No storage transaction
     stays open while a verifier is called." -- seen from inside the verifier call: the
     held credits are not available, and another thread can take the repository's lock
-    (the lock is re-entrant, so only another thread proves no unit of work is open)."""
+    at once (a unit of work left open would make it wait)."""
     w = make_world()
     w.service.subscribe(ACCOUNT, "boost")
     lock_free: list[bool] = []
