@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import select
 import sqlite3
 import time
 from pathlib import Path
@@ -81,6 +82,18 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _postgresql_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # A pooled connection the server dropped (restart, failover, idle kill) is replaced
+    # at checkout instead of failing the next request. An idle connection's socket has
+    # nothing to read unless the server said goodbye (a FATAL notice, then EOF): one
+    # zero-timeout select() tells, where a pre-ping costs a round trip per checkout.
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise sa_exc.DisconnectionError("the connection was closed")
+    readable, _, _ = select.select([dbapi_connection.pgconn.socket], [], [], 0)
+    if readable:
+        raise sa_exc.DisconnectionError("the server closed the connection while it was idle")
+
+
 def create_engine(url: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S) -> Engine:
     """An engine set up as this adapter needs it (SQLite: WAL, foreign keys, our own
     BEGIN IMMEDIATE, busy timeout; PostgreSQL: psycopg 3, READ COMMITTED, lock timeout).
@@ -141,14 +154,13 @@ def _create_engine(url: str, lock_wait_s: float) -> Engine:
         given = parsed.query.get("options", "")
         options_text = " ".join([*((given,) if isinstance(given, str) else given)])
         lock_timeout = f"-c lock_timeout={int(lock_wait_s * 1000)}"
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed.difference_update_query(["options"]),
             isolation_level="READ COMMITTED",
             connect_args={"options": f"{options_text} {lock_timeout}".strip()},
-            # A pooled connection the server dropped (restart, failover, idle kill) is
-            # replaced at checkout instead of failing the next request in the driver.
-            pool_pre_ping=True,
         )
+        event.listen(engine, "checkout", _postgresql_on_checkout)
+        return engine
     raise UnsupportedDatabase(
         f"unsupported database {backend!r} in {display_url(url)}; use sqlite:///path.db "
         "or postgresql+psycopg://user@host/db"
