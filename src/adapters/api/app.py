@@ -11,6 +11,7 @@
     POST /export                 {"contacts": [...], "destination": "csv"}   R13
     POST /enrich                 {"found": [...]}           R14
     POST /bounces                {"channel": "email", "value": "..."}        R18 (201)
+    POST /top-ups                {"email": 500, "reason": "promotion"}       R8 (201), R17
     GET  /balance                                           R20
     GET  /balance-at?at=2025-01-31T00:00:00Z                R21
     GET  /statement?cursor=&limit=&period=                  R21, paged by seq
@@ -318,6 +319,13 @@ class _Api:
         entry = self.service.report_bounce(call.account, contact)
         return _Answer(201, schemas.render_entry(entry))
 
+    def top_up(self, call: _Call) -> _Answer:
+        credits, reason = schemas.to_top_up(schemas.decode(call.json(), shapes.TopUpRequest))
+        key = call.idempotency_key()
+        done = self.service.top_up(call.account, credits, reason=reason, idempotency_key=key)
+        headers = {REPLAYED_HEADER: "true"} if done.replayed else {}
+        return _Answer(201, schemas.render_top_up(done), headers)
+
     def balance(self, call: _Call) -> _Answer:
         return _Answer(200, schemas.render_balance(self.service.balance(call.account)))
 
@@ -395,6 +403,7 @@ def create_app(
         route("/export", {"POST": api.export}),
         route("/enrich", {"POST": api.enrich}),
         route("/bounces", {"POST": api.report_bounce}),
+        route("/top-ups", {"POST": api.top_up}),
         route("/balance", {"GET": api.balance}),
         route("/balance-at", {"GET": api.balance_at}),
         route("/statement", {"GET": api.statement}),
