@@ -433,6 +433,16 @@ class CreditService:
             invariant(page[-1].seq > after_seq, "statement pages must advance")
             after_seq = page[-1].seq
 
+    def owned(
+        self, account: str, *, after: Contact | None = None, limit: int = 100
+    ) -> Sequence[Ownership]:
+        """R12: the data the account paid for (refunded ones too, R18), by (channel,
+        value), `limit` at most, after the datum `after` (a cursor: the last one read)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10_000:
+            raise InvalidRequest(f"limit must be a whole number from 0 to 10000, got {limit!r}")
+        self._read(account, lambda wallet: None)
+        return self._repository.owned(account, after=after, limit=limit)
+
     @staticmethod
     def _view(wallet: Wallet) -> Subscription:
         return Subscription(
