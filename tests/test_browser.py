@@ -25,6 +25,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
+import browser_support
 from adapters import bootstrap
 from adapters.clock import ManualClock
 from browser_support import WAIT_S, chromium, resources
@@ -251,3 +252,15 @@ def test_the_reference_and_its_console(browser: WebDriver, served: Served) -> No
     only_this_server(browser, served)
     browser.execute_script("window.scrollTo(0, 0);")
     screenshot(browser, "api-reference.png", whole_page=False)
+
+
+def test_without_chromium_ci_fails_and_a_developer_skips(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        browser_support.require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="chromium-driver"):
+        browser_support.require_chromium()
