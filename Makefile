@@ -1,7 +1,7 @@
 # One command runs every check: `make test` (lint, format, types, architecture, tests).
 PY ?= .venv/bin/python
 
-.PHONY: install test lint types arch pytest demo bench
+.PHONY: install test lint types arch pytest demo bench screenshots
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -33,3 +33,8 @@ bench: install
 	$(PY) bench/bench_verifier.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_sql.py
+
+# The account page and the API reference in Debian's headless Chromium, saved as PNG
+# files by the browser tests (apt-get install chromium chromium-driver).
+screenshots: install
+	CREDITS_SCREENSHOTS=docs/screenshots .venv/bin/pytest -q -p no:cacheprovider tests/test_browser.py

@@ -20,9 +20,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from hypothesis import settings
 from sqlalchemy import event
@@ -39,7 +42,9 @@ from adapters.sql import (
     schema_script,
     upgrade,
 )
-from adapters.sql.schema import ledger
+from adapters.sql.codecs import result_to_json
+from adapters.sql.migrate import MIGRATIONS, VERSION_TABLE
+from adapters.sql.schema import idempotency, ledger
 from adapters.sql.schema import metadata as sql_metadata
 from adapters.sql.unit_of_work import OWNERSHIP_CHUNK
 from adapters.verifier import ScriptedVerifier
@@ -52,6 +57,7 @@ from credits_domain import (
     Contact,
     Credits,
     CreditService,
+    IdempotencyKeyReused,
     IdempotencyRecord,
     ItemResult,
     NotCharged,
@@ -64,6 +70,7 @@ from credits_domain import (
     Verdict,
     Wallet,
 )
+from credits_domain.charging import fingerprint
 from credits_domain.plans import PLANS
 from credits_domain.ports import ApiKeyStore, Repository
 from credits_domain.testing import ApiKeyStoreContract, make_state_machine
@@ -250,12 +257,13 @@ class SqlAdapterChecks:
             SqlRepository.connect(db_url)
         assert f"credits db upgrade --db {db_url}" in str(raised.value)
 
-        # Use the database as revision 0001 held it: its tables are the ones we write.
+        # Use the database as revision 0001 held it: its tables are the ones we write,
+        # but for idempotency keys (0005 adds a column): their upgrade is tested below.
         old = SqlRepository(create_engine(db_url))
         clock = ManualClock(START)
         service = service_on(old, clock)
         service.subscribe("acme", "boost")
-        service.unlock("acme", emails(3), idempotency_key="first")
+        service.unlock("acme", emails(3))
         service.report_bounce("acme", emails(1)[0])
         clock.advance(timedelta(days=40))
         service.renew_due()
@@ -270,12 +278,95 @@ class SqlAdapterChecks:
         with SqlRepository.connect(db_url, migrate=True) as repository:
             service = service_on(repository, clock)
             assert (service.balance("acme"), list(service.statement("acme"))) == before
-            assert service.unlock("acme", emails(3), idempotency_key="first").replayed
+            assert service.unlock("acme", emails(3)).charged(Channel.EMAIL) == 0
             refused(repository, "UPDATE credits_ledger SET note = 'x'")
             indexes = {
                 ix["name"] for ix in sa.inspect(repository.engine).get_indexes("credits_ledger")
             }
             assert {"ix_ledger_account_at", "ix_ledger_account_pool_at"} <= indexes
+
+    def test_upgrade_from_0004_keeps_charges_keys_and_takes_top_ups_keys(self, db_url: str) -> None:
+        upgrade(db_url, revision="0004")
+        # The account's rows through the adapter (none of them changed in 0005) ...
+        old = SqlRepository(create_engine(db_url))
+        clock = ManualClock(START)
+        service = service_on(old, clock)
+        service.subscribe("acme", "boost")
+        first = service.unlock("acme", emails(3))
+        # ... and two idempotency keys as revision 0004 stored them: a finished unlock
+        # and one in flight (its columns only).
+        keys_0004 = sa.Table(
+            "credits_idempotency",
+            sa.MetaData(),
+            *(sa.Column(c.name, c.type) for c in idempotency.c if c.name != "entry_seq"),
+        )
+        finished = attrs.evolve(first, idempotency_key="order-1")
+        with old.engine.begin() as connection:
+            connection.execute(
+                sa.insert(keys_0004),
+                [
+                    {
+                        "account": "acme",
+                        "key": "order-1",
+                        "fingerprint": fingerprint(Operation.UNLOCK, emails(3), None),
+                        "hold_id": None,
+                        "created_at": START,
+                        "result": result_to_json(finished),
+                    },
+                    {
+                        "account": "acme",
+                        "key": "order-2",
+                        "fingerprint": "e" * 64,
+                        "hold_id": "acme#9",
+                        "created_at": START,
+                        "result": None,
+                    },
+                ],
+            )
+        before = (service.balance("acme"), list(service.statement("acme")))
+        old.close()
+
+        with SqlRepository.connect(db_url, migrate=True) as repository:
+            assert schema_revision(repository.engine) == ("0005",)
+            service = service_on(repository, clock)
+            assert (service.balance("acme"), list(service.statement("acme"))) == before
+            replay = service.unlock("acme", emails(3), idempotency_key="order-1")
+            assert replay == attrs.evolve(finished, replayed=True)
+            with pytest.raises(IdempotencyKeyReused):
+                service.top_up(
+                    "acme", Credits(email=5), reason="goodwill", idempotency_key="order-2"
+                )
+            granted = service.top_up(
+                "acme", Credits(email=5, mobile=1), reason="goodwill", idempotency_key="grant-1"
+            )
+            again = service.top_up(
+                "acme", Credits(email=5, mobile=1), reason="goodwill", idempotency_key="grant-1"
+            )
+            assert again == attrs.evolve(granted, replayed=True)
+            assert service.balance("acme").email == before[0].email + 5
+            # The schema keeps a top-up's record apart from a charge's.
+            refused(
+                repository,
+                "UPDATE credits_idempotency SET hold_id = 'acme#1' WHERE key = 'grant-1'",
+            )
+            refused(
+                repository, "UPDATE credits_idempotency SET entry_seq = 3 WHERE key = 'order-1'"
+            )
+
+        # And back: 0004 has no top-up keys, so they go with the column.
+        engine = create_engine(db_url)
+        try:
+            with engine.begin() as connection:
+                config = Config()
+                config.set_main_option("script_location", MIGRATIONS)
+                config.set_main_option("version_table", VERSION_TABLE)
+                config.attributes["connection"] = connection
+                command.downgrade(config, "0004")
+            with engine.connect() as connection:
+                keys = connection.execute(sa.text("SELECT key FROM credits_idempotency"))
+                assert sorted(keys.scalars()) == ["order-1", "order-2"]
+        finally:
+            engine.dispose()
 
     def test_every_earlier_revision_upgrades_to_head(self, db_url: str) -> None:
         earlier = [r.revision for r in schema_script().walk_revisions() if not r.is_head]

@@ -19,9 +19,11 @@ from credits_domain import (
     Contact,
     Credits,
     EntryKind,
+    InvalidRequest,
     LineType,
     Operation,
     Outcome,
+    UnknownAccount,
     Verdict,
     email_verdict,
     mobile_verdict,
@@ -573,3 +575,27 @@ def test_r15_a_pool_never_goes_below_zero() -> None:
     assert (b.email, b.mobile) == (0, 0)
     assert all(e.balance_after >= 0 for e in w.entries())
     assert len(of_kind(w.entries(), EntryKind.CHARGE)) == 7
+
+
+def test_r12_the_data_an_account_owns_read_in_pages() -> None:
+    """R12: what an account paid for can be listed, a page at a time, refunded data too
+    (R18: it stays owned); another account's data never appear."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    w.service.subscribe("globex", "boost")
+    w.service.unlock(ACCOUNT, [*emails(3), Contact.mobile("+15550000001")])
+    w.service.unlock("globex", [Contact.email("theirs@corp.com")])
+    w.service.report_bounce(ACCOUNT, emails(3)[1])
+    first = w.service.owned(ACCOUNT, limit=2)
+    rest = w.service.owned(ACCOUNT, after=first[-1].contact, limit=10)
+    owned = [*first, *rest]
+    assert [str(r.contact) for r in owned] == [
+        *sorted(str(c) for c in emails(3)),
+        "mobile:+15550000001",
+    ]
+    assert [r.refunded_at is not None for r in owned] == [False, True, False, False]
+    assert {r.account for r in owned} == {ACCOUNT}
+    with pytest.raises(InvalidRequest, match="limit"):
+        w.service.owned(ACCOUNT, limit=10_001)
+    with pytest.raises(UnknownAccount):
+        w.service.owned("ghost", limit=1)

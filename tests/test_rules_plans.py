@@ -15,6 +15,7 @@ from credits_domain import (
     Contact,
     Credits,
     EntryKind,
+    IdempotencyKeyReused,
     InvalidPlan,
     InvalidRequest,
     NoActiveSubscription,
@@ -27,6 +28,7 @@ from credits_domain import (
     SubscriptionPaused,
     UnknownPlan,
 )
+from credits_domain.limits import MAX_REASON_LENGTH
 from rules_support import (
     ACCOUNT,
     JAN_1,
@@ -559,7 +561,9 @@ def test_r8_top_up_is_a_ledger_entry_like_any_other() -> None:
     -- spendable and rolled over like the allowance."""
     w = make_world()
     w.service.subscribe(ACCOUNT, tiny_plan(email=2))
-    entries = w.service.top_up(ACCOUNT, Credits(email=3, mobile=4), reason="promotion")
+    top_up = w.service.top_up(ACCOUNT, Credits(email=3, mobile=4), reason="promotion")
+    entries = list(top_up.entries)
+    assert (top_up.account, top_up.idempotency_key, top_up.replayed) == (ACCOUNT, None, False)
     assert [(e.kind, e.pool, e.amount) for e in entries] == [
         (EntryKind.TOP_UP, Channel.EMAIL, 3),
         (EntryKind.TOP_UP, Channel.MOBILE, 4),
@@ -580,6 +584,99 @@ def test_r8_a_top_up_needs_credits_and_a_reason() -> None:
     with pytest.raises(InvalidRequest):
         w.service.top_up(ACCOUNT, Credits(email=1), reason="  ")
     assert len(w.entries()) == 2
+
+
+def test_r8_a_top_up_reason_is_bounded_and_printable() -> None:
+    """R8 with the limits: the reason is kept on every entry, so it is bounded like any
+    other text a client controls."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    longest = "r" * MAX_REASON_LENGTH
+    assert w.service.top_up(ACCOUNT, Credits(email=1), reason=longest).entries[0].cause.note == (
+        longest
+    )
+    for wrong in ["r" * (MAX_REASON_LENGTH + 1), "new\nline", "nul\x00", 7]:
+        with pytest.raises(InvalidRequest, match="reason"):
+            w.service.top_up(ACCOUNT, Credits(email=1), reason=wrong)  # type: ignore[arg-type]
+    assert len(w.entries()) == 3
+
+
+def test_r8_r17_a_repeated_top_up_grants_once_and_answers_the_first() -> None:
+    """R17 for grants: "a repeat with the same key and payload returns the first result
+    and charges nothing more" -- here, grants nothing more; later activity changes nothing
+    of the answer, which is read back from the append-only ledger (R19)."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, tiny_plan(email=2, mobile=1))
+    first = w.service.top_up(
+        ACCOUNT, Credits(email=3, mobile=4), reason="goodwill", idempotency_key="grant-1"
+    )
+    assert [e.cause.idempotency_key for e in first.entries] == ["grant-1", "grant-1"]
+    w.service.unlock(ACCOUNT, emails(2))
+    w.advance(timedelta(days=40))  # a renewal since
+    again = w.service.top_up(
+        ACCOUNT, Credits(email=3, mobile=4), reason="goodwill", idempotency_key="grant-1"
+    )
+    assert again.replayed and not first.replayed
+    assert again.entries == first.entries and again.idempotency_key == "grant-1"
+    assert len(of_kind(w.entries(), EntryKind.TOP_UP)) == 2
+    assert (w.balance().email, w.balance().mobile) == (2 + 3 - 2 + 2, 1 + 4 + 1)
+    w.service.cancel(ACCOUNT)
+    w.advance(timedelta(days=40))  # lapsed: a repeat still answers what was done
+    assert (
+        w.service.top_up(
+            ACCOUNT, Credits(email=3, mobile=4), reason="goodwill", idempotency_key="grant-1"
+        ).entries
+        == first.entries
+    )
+
+
+def test_r8_r17_a_top_up_key_with_another_payload_is_refused() -> None:
+    """R17: "the same key with another payload is refused with a clear error"; top-ups and
+    charging requests share the account's keys, so neither takes the other's."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    w.service.top_up(ACCOUNT, Credits(email=3), reason="goodwill", idempotency_key="k1")
+    w.service.unlock(ACCOUNT, emails(1), idempotency_key="k2")
+    before = w.entries()
+    for credits, reason, key in [
+        (Credits(email=4), "goodwill", "k1"),
+        (Credits(email=3, mobile=1), "goodwill", "k1"),
+        (Credits(email=3), "promotion", "k1"),
+        (Credits(email=3), "goodwill", "k2"),
+    ]:
+        with pytest.raises(IdempotencyKeyReused):
+            w.service.top_up(ACCOUNT, credits, reason=reason, idempotency_key=key)
+    with pytest.raises(IdempotencyKeyReused):
+        w.service.unlock(ACCOUNT, emails(1), idempotency_key="k1")
+    assert w.entries() == before
+    other = "globex"
+    w.service.subscribe(other, "boost")  # keys are scoped to their account
+    assert not w.service.top_up(
+        other, Credits(email=3), reason="goodwill", idempotency_key="k1"
+    ).replayed
+
+
+def test_r8_r17_a_top_up_key_is_checked_like_a_charge_key() -> None:
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    for key in ["", "k" * 256, "tab\t", 7]:
+        with pytest.raises(InvalidRequest, match="idempotency_key"):
+            w.service.top_up(ACCOUNT, Credits(email=1), reason="x", idempotency_key=key)  # type: ignore[arg-type]
+    assert len(w.entries()) == 2
+
+
+def test_r8_a_lapsed_account_takes_no_top_up() -> None:
+    """R6: a lapsed account holds no credits; a grant needs a subscription first."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    w.service.cancel(ACCOUNT)
+    w.advance(timedelta(days=40))
+    with pytest.raises(NoActiveSubscription):
+        w.service.top_up(ACCOUNT, Credits(email=1), reason="goodwill", idempotency_key="k")
+    w.service.subscribe(ACCOUNT, "boost")  # the refused key was not taken
+    assert not w.service.top_up(
+        ACCOUNT, Credits(email=1), reason="goodwill", idempotency_key="k"
+    ).replayed
 
 
 def test_r3_a_plan_value_works_outside_the_catalogue() -> None:

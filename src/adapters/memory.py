@@ -70,6 +70,17 @@ def _check_key(key: object) -> str:
     return checked
 
 
+def _check_entry_seq(record: IdempotencyRecord) -> None:
+    """As the SQL schema's check: a top-up's record points at a seq, and holds nothing else."""
+    seq = record.entry_seq
+    if seq is None:
+        return
+    if not _whole(seq) or not 0 <= seq <= MAX_INT64:
+        raise InvalidRequest(f"entry_seq must be a whole number from 0 to 2**63-1, got {seq!r}")
+    if record.hold_id is not None or record.result is not None:
+        raise InvalidRequest("a top-up's idempotency record has no hold and no charge result")
+
+
 def _stored(wallet: Wallet) -> Wallet:
     """A private copy of the wallet, with its instants as storage keeps them."""
     holds = {
@@ -160,6 +171,7 @@ class _Idempotency:
     def put(self, record: IdempotencyRecord) -> None:
         with self._uow.step():
             ident = (check_account(record.account), _check_key(record.key))
+            _check_entry_seq(record)
             stored = attrs.evolve(record, created_at=_instant(record.created_at))
             self._uow.staged_keys[ident] = stored
 
@@ -367,6 +379,22 @@ class InMemoryRepository:
             ]
         # Oldest boundary first, as the SQL adapter reads its index.
         return [account for _, account in sorted(due)[:limit]]
+
+    def owned(
+        self, account: str, *, after: Contact | None = None, limit: int
+    ) -> Sequence[Ownership]:
+        if after is not None and not isinstance(after, Contact):
+            raise InvalidRequest(f"after must be a Contact or None, got {after!r}")
+        check_account(account)
+        self._check_limit(limit)
+        with self.data_lock:
+            records = list(self.owned_by.get(account, {}).values())
+        # Sorted per call: memory holds test-sized accounts; SQL reads its key's index.
+        order = sorted(records, key=lambda r: (r.contact.channel.value, r.contact.value))
+        if after is not None:
+            cursor = (after.channel.value, after.value)
+            order = [r for r in order if (r.contact.channel.value, r.contact.value) > cursor]
+        return order[:limit]
 
 
 class InMemoryApiKeyStore:

@@ -62,7 +62,7 @@ from credits_domain.ports import (
     UnitOfWork,
     Verifier,
 )
-from credits_domain.service import Balance, CreditService, Subscription
+from credits_domain.service import Balance, CreditService, Subscription, TopUp
 from credits_domain.verdict import CheckResult, LineType, Verdict, email_verdict, mobile_verdict
 from credits_domain.wallet import Hold, PlanChange, Status, Wallet
 
@@ -122,6 +122,7 @@ __all__ = [
     "StorageUnavailable",
     "Subscription",
     "SubscriptionPaused",
+    "TopUp",
     "UnitOfWork",
     "UnknownAccount",
     "UnknownApiKey",

@@ -33,6 +33,8 @@ horizon of renewals (`wallet.MAX_RENEWALS_PER_CATCH_UP`); beyond it dates leave 
 calendar's range."""
 MAX_STATEMENT_CURSOR: Final = 10**15
 """The highest ledger sequence number a client may give as a statement cursor."""
+MAX_REASON_LENGTH: Final = 200
+"""Characters of a top-up's reason (R8): it is kept on every ledger entry it makes."""
 
 
 def _printable(text: str) -> bool:
@@ -97,3 +99,18 @@ def check_destination(destination: object) -> str:
             f"{MAX_DESTINATION_LENGTH} printable characters, got {destination!r}"
         )
     return destination
+
+
+def check_reason(reason: object) -> str:
+    """Why credits are granted outside the plan (R8): 'promotion', 'goodwill', ..."""
+    if (
+        not isinstance(reason, str)
+        or not reason.strip()
+        or len(reason) > MAX_REASON_LENGTH
+        or not _printable(reason)
+    ):
+        raise InvalidRequest(
+            f"a top-up needs a reason (promotion, goodwill, ...) of at most "
+            f"{MAX_REASON_LENGTH} printable characters, got {reason!r}"
+        )
+    return reason

@@ -59,7 +59,13 @@ class Verifier(Protocol):
 
 @attrs.frozen(kw_only=True)
 class IdempotencyRecord:
-    """R17: the first request under a key. `result` is None while it is in flight."""
+    """R17: the first request under a key.
+
+    For a charging request, `result` is None while it is in flight. For a top-up (R8),
+    which is done in one unit of work and so is never in flight, `entry_seq` is the seq
+    of its first ledger entry: its answer is rebuilt from the ledger, whose entries never
+    change (R19), rather than stored twice; `hold_id` and `result` are then None.
+    """
 
     account: str
     key: str
@@ -67,6 +73,7 @@ class IdempotencyRecord:
     hold_id: str | None
     created_at: datetime
     result: ChargeResult | None = None
+    entry_seq: int | None = None
 
 
 class DedupRegistry(Protocol):
@@ -105,7 +112,8 @@ class IdempotencyStore(Protocol):
     def put(self, record: IdempotencyRecord) -> None:
         """Insert or replace the record of (account, key); its instant reads back in UTC.
 
-        Raises InvalidRequest for an invalid account id or key or a naive `created_at`;
+        Raises InvalidRequest for an invalid account id or key, a naive `created_at`, or
+        an `entry_seq` outside 0..2**63-1 (or given with a hold or a result);
         ConcurrencyConflict if another unit of work inserted the same key first."""
         ...
 
@@ -200,6 +208,21 @@ class Repository(Protocol):
         """Up to `limit` accounts whose next period boundary is at or before `now`,
         oldest boundary first (then by account id). Raises InvalidRequest for a naive
         `now` or a limit outside 0..2**63-1."""
+        ...
+
+    def owned(
+        self, account: str, *, after: Contact | None = None, limit: int
+    ) -> Sequence[Ownership]:
+        """Up to `limit` committed ownership records of the account (R12; refunded ones
+        too, R18), ordered by (channel, value), starting after the datum `after` (the
+        last one of the page before; None: from the first). Nothing for an account that
+        owns nothing or never subscribed. Read along the ownership key, so a page costs
+        the same however much the account owns. The order is the storage's order of the
+        key's text: code points in memory, on SQLite and on a PostgreSQL database with
+        the C collation; a page always follows the one before it.
+
+        Raises InvalidRequest for a limit outside 0..2**63-1, an `after` that is not a
+        Contact, an invalid account id."""
         ...
 
 

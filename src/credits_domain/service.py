@@ -15,6 +15,7 @@ idempotency record, which a retry with the same key takes over.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -47,12 +48,13 @@ from credits_domain.errors import (
     UnknownAccount,
     invariant,
 )
-from credits_domain.ledger import Cause, LedgerEntry, Operation
+from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.limits import (
     STATEMENT_PAGE_SIZE,
     check_account,
     check_destination,
     check_idempotency_key,
+    check_reason,
 )
 from credits_domain.periods import Period, require_utc
 from credits_domain.plans import PLANS, Credits, Plan, resolve_plan
@@ -97,6 +99,23 @@ class Subscription:
     period: Period
     ends_at: datetime | None
     pending_plan: Plan | None
+
+
+@attrs.frozen(kw_only=True)
+class TopUp:
+    """What a top-up granted (R8): one TOP_UP ledger entry per pool topped up, email
+    first. `replayed` is True when an idempotent repeat answered the first top-up."""
+
+    account: str
+    entries: tuple[LedgerEntry, ...]
+    idempotency_key: str | None = None
+    replayed: bool = False
+
+
+def _top_up_fingerprint(credits: Credits, reason: str) -> str:
+    """R17's digest of a top-up's payload; its prefix keeps it apart from any charge's."""
+    payload = f"top_up\x1f{credits.email}\x1f{credits.mobile}\x1f{reason}\x1e"
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @attrs.frozen(kw_only=True)
@@ -243,24 +262,74 @@ class CreditService:
     def resume(self, account: str) -> None:
         self._change(account, lambda wallet, now: wallet.resume())
 
-    def top_up(self, account: str, credits: Credits, *, reason: str) -> list[LedgerEntry]:
-        """R8: a top-up, promotion or goodwill grant, as ledger entries like any other."""
+    def top_up(
+        self,
+        account: str,
+        credits: Credits,
+        *,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> TopUp:
+        """R8: a top-up, promotion or goodwill grant, as ledger entries like any other.
+
+        Under an idempotency key (R17, as for charging), a repeat with the same credits
+        and reason grants nothing more and answers the first top-up's entries, read back
+        from the ledger; the same key with another payload raises IdempotencyKeyReused.
+        """
+        account = check_account(account)
         if not isinstance(credits, Credits) or not (credits.email or credits.mobile):
             raise InvalidRequest(f"a top-up needs some credits, got {credits!r}")
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidRequest("a top-up needs a reason (promotion, goodwill, ...)")
+        reason = check_reason(reason)
+        key = check_idempotency_key(idempotency_key)
+        digest = _top_up_fingerprint(credits, reason) if key is not None else ""
+        pools = [pool for pool in Channel if credits.of(pool)]
 
-        def change(wallet: Wallet, now: datetime) -> list[LedgerEntry]:
+        def work(uow: UnitOfWork) -> list[LedgerEntry] | int:
+            wallet, now = self._load(uow, account)
+            if key is not None:
+                record = uow.idempotency.get(account, key)
+                if record is not None:
+                    if record.fingerprint != digest or record.entry_seq is None:
+                        raise IdempotencyKeyReused(account, key)  # or a charge's key
+                    uow.save_wallet(wallet)  # touching the account applies what time did
+                    return record.entry_seq
             if wallet.status is Status.LAPSED:
                 raise NoActiveSubscription(account)
-            cause = Cause(operation=Operation.GRANT, plan=wallet.plan.name, note=reason)
-            return [
-                wallet.top_up(pool, credits.of(pool), now, cause)
-                for pool in Channel
-                if credits.of(pool)
-            ]
+            cause = Cause(
+                operation=Operation.GRANT,
+                plan=wallet.plan.name,
+                note=reason,
+                idempotency_key=key,
+            )
+            entries = [wallet.top_up(pool, credits.of(pool), now, cause) for pool in pools]
+            if key is not None:
+                uow.idempotency.put(
+                    IdempotencyRecord(
+                        account=account,
+                        key=key,
+                        fingerprint=digest,
+                        hold_id=None,
+                        created_at=now,
+                        entry_seq=entries[0].seq,
+                    )
+                )
+            wallet.check_invariants()
+            uow.save_wallet(wallet)
+            return entries
 
-        return self._change(account, change)
+        done = self._transact(work)
+        if isinstance(done, list):
+            return TopUp(account=account, entries=tuple(done), idempotency_key=key)
+        # Read after the unit of work: an in-memory SQLite database has one connection.
+        # The entries were committed with the record and never change (R19), so the
+        # answer is the first one, whatever happened to the account since.
+        entries = tuple(self._repository.entries(account, after_seq=done - 1, limit=len(pools)))
+        invariant(
+            [e.pool for e in entries] == pools
+            and all(e.kind is EntryKind.TOP_UP and e.cause.idempotency_key == key for e in entries),
+            "a top-up's record points at its own entries",
+        )
+        return TopUp(account=account, entries=entries, idempotency_key=key, replayed=True)
 
     def renew_due(self, *, batch_size: int = 500, max_batches: int = 10_000) -> int:
         """Renew every account whose period boundary has passed (for a scheduler).
@@ -363,6 +432,16 @@ class CreditService:
                 return
             invariant(page[-1].seq > after_seq, "statement pages must advance")
             after_seq = page[-1].seq
+
+    def owned(
+        self, account: str, *, after: Contact | None = None, limit: int = 100
+    ) -> Sequence[Ownership]:
+        """R12: the data the account paid for (refunded ones too, R18), by (channel,
+        value), `limit` at most, after the datum `after` (a cursor: the last one read)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10_000:
+            raise InvalidRequest(f"limit must be a whole number from 0 to 10000, got {limit!r}")
+        self._read(account, lambda wallet: None)
+        return self._repository.owned(account, after=after, limit=limit)
 
     @staticmethod
     def _view(wallet: Wallet) -> Subscription:
@@ -648,8 +727,8 @@ class CreditService:
         record = uow.idempotency.get(account, key)
         if record is None:
             return None
-        if record.fingerprint != request.fingerprint:
-            raise IdempotencyKeyReused(account, key)
+        if record.fingerprint != request.fingerprint or record.entry_seq is not None:
+            raise IdempotencyKeyReused(account, key)  # another payload, or a top-up's key
         if record.result is not None:
             return attrs.evolve(record.result, replayed=True)
         if record.hold_id is not None and record.hold_id in wallet.holds:

@@ -11,9 +11,13 @@
     POST /export                 {"contacts": [...], "destination": "csv"}   R13
     POST /enrich                 {"found": [...]}           R14
     POST /bounces                {"channel": "email", "value": "..."}        R18 (201)
+    POST /top-ups                {"email": 500, "reason": "promotion"}       R8 (201), R17
     GET  /balance                                           R20
     GET  /balance-at?at=2025-01-31T00:00:00Z                R21
     GET  /statement?cursor=&limit=&period=                  R21, paged by seq
+
+and, for people: /docs (the reference, from the OpenAPI document) and /ui (an API key's
+own account, after signing in with the key; see `ui.py`).
 
 Every request is checked in the same order, so that an answer leaks nothing it should
 not: (1) the API key (401), (2) the key's account against the URL's (404, exactly the
@@ -29,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -43,7 +47,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.api import schemas, shapes
+from adapters.api.docs import SCRIPT, docs_page
 from adapters.api.openapi import openapi_document
+from adapters.api.pages import SCRIPT_PATH, STYLE, STYLE_PATH, asset_response, html_response
 from adapters.api.problems import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
@@ -58,6 +64,7 @@ from adapters.api.problems import (
     problem_response,
 )
 from adapters.api.shapes import RequestShapes
+from adapters.api.ui import SIGN_IN, SIGN_OUT, AccountPages, Sessions
 from credits_domain import (
     ApiKeyStore,
     ChargeResult,
@@ -318,6 +325,13 @@ class _Api:
         entry = self.service.report_bounce(call.account, contact)
         return _Answer(201, schemas.render_entry(entry))
 
+    def top_up(self, call: _Call) -> _Answer:
+        credits, reason = schemas.to_top_up(schemas.decode(call.json(), shapes.TopUpRequest))
+        key = call.idempotency_key()
+        done = self.service.top_up(call.account, credits, reason=reason, idempotency_key=key)
+        headers = {REPLAYED_HEADER: "true"} if done.replayed else {}
+        return _Answer(201, schemas.render_top_up(done), headers)
+
     def balance(self, call: _Call) -> _Answer:
         return _Answer(200, schemas.render_balance(self.service.balance(call.account)))
 
@@ -343,14 +357,20 @@ class _Api:
 
 
 def create_app(
-    service: CreditService, keys: ApiKeyStore, *, max_batch: int = DEFAULT_API_BATCH
+    service: CreditService,
+    keys: ApiKeyStore,
+    *,
+    max_batch: int = DEFAULT_API_BATCH,
+    sessions: Sessions | None = None,
 ) -> Starlette:
-    """The ASGI application of the API.
+    """The ASGI application of the API, with its pages for people (/docs, /ui).
 
     `max_batch` bounds the contacts of one request (422 batch-too-large above it); it must
     not exceed the service policy's own bound. The body is bounded by it too, in bytes
-    (`max_body_bytes`, 413 body-too-large above)."""
+    (`max_body_bytes`, 413 body-too-large above). `sessions` keeps the signed-in
+    browsers of /ui (default: in this process's memory, an hour each)."""
     api = _Api(service, keys, max_batch)
+    pages = AccountPages(service, keys, sessions if sessions is not None else Sessions())
     base = "/v1/accounts/{account}"
 
     def route(path: str, methods: Mapping[str, Handler]) -> Route:
@@ -384,8 +404,38 @@ def create_app(
             kind, detail, instance=request.url.path, headers=dict(exc.headers or {})
         )
 
+    docs = html_response(docs_page(api.document))  # rendered once, as the document
+
+    async def reference(request: Request) -> Response:
+        return docs
+
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask; a 404 would be logged as an error
+
+    async def style(request: Request) -> Response:
+        return asset_response(STYLE, "text/css")
+
+    async def script(request: Request) -> Response:
+        return asset_response(SCRIPT, "text/javascript")
+
+    def page(path: str, methods: Mapping[str, Callable[[Request], Awaitable[Response]]]) -> Route:
+        """One route per path (a 405 lists every method of the path in Allow)."""
+
+        async def dispatch(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await methods[method](request)
+
+        return Route(path, dispatch, methods=list(methods))
+
     routes = [
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", reference, methods=["GET"]),
+        Route(STYLE_PATH, style, methods=["GET"]),
+        Route("/favicon.ico", no_icon, methods=["GET"]),
+        Route(SCRIPT_PATH, script, methods=["GET"]),
+        page("/ui", {"GET": pages.page}),
+        page(SIGN_IN, {"GET": pages.sign_in_form, "POST": pages.sign_in}),
+        page(SIGN_OUT, {"POST": pages.sign_out}),
         route("/subscription", {"POST": api.subscribe, "GET": api.get_subscription}),
         route("/subscription/plan", {"PUT": api.change_plan}),
         route("/subscription/cancel", {"POST": api.cancel}),
@@ -395,6 +445,7 @@ def create_app(
         route("/export", {"POST": api.export}),
         route("/enrich", {"POST": api.enrich}),
         route("/bounces", {"POST": api.report_bounce}),
+        route("/top-ups", {"POST": api.top_up}),
         route("/balance", {"GET": api.balance}),
         route("/balance-at", {"GET": api.balance_at}),
         route("/statement", {"GET": api.statement}),

@@ -66,6 +66,8 @@ class _Schemas:
             shapes.Balance,
             shapes.PastBalance,
             shapes.Statement,
+            shapes.TopUpRequest,
+            shapes.TopUpResult,
             Problem,
         ]
         refs, self.components = msgspec.json.schema_components(bodies, ref_template=REF_TEMPLATE)
@@ -141,6 +143,14 @@ _IDEMPOTENCY: Final = {
     "while the first is still being verified is refused (409 request-in-flight). Keys are "
     "scoped to the account.",
     "schema": {"type": "string", "pattern": f"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"},
+}
+
+_TOP_UP_IDEMPOTENCY: Final = {
+    **_IDEMPOTENCY,
+    "description": "R17 for grants: a repeat with the same key and payload (credits and "
+    "reason) answers the first answer, byte for byte, and grants nothing more (with the "
+    "header Idempotent-Replayed: true); the same key with another payload is refused (409 "
+    "idempotency-key-reused). Top-ups and charging requests share the account's keys.",
 }
 
 _REPLAYED: Final = {
@@ -280,6 +290,25 @@ def openapi_document(requests: RequestShapes) -> Json:
                 _BODY_PROBLEMS,
                 body=shapes.ContactIn,
                 example={"channel": "email", "value": "ann@example.com"},
+            )
+        },
+        f"{account_path}/top-ups": {
+            "post": _operation(
+                schemas,
+                "topUp",
+                "Grant credits outside the plan: top-up, promotion, goodwill (R8)",
+                (
+                    201,
+                    _ok(
+                        "The top-up's ledger entries",
+                        schemas.ref(shapes.TopUpResult),
+                        dict(_REPLAYED),
+                    ),
+                ),
+                _BODY_PROBLEMS,
+                body=shapes.TopUpRequest,
+                example={"email": 500, "mobile": 50, "reason": "promotion"},
+                parameters=[_TOP_UP_IDEMPOTENCY],
             )
         },
         f"{account_path}/balance": {

@@ -48,6 +48,7 @@ from credits_domain import (
     Period,
     PlanChange,
     Subscription,
+    TopUp,
 )
 from credits_domain.limits import (
     DEFAULT_STATEMENT_PAGE,
@@ -394,6 +395,17 @@ def render_entry(entry: LedgerEntry) -> shapes.LedgerEntry:
             note=cause.note,
         ),
     )
+
+
+def render_top_up(done: TopUp) -> shapes.TopUpResult:
+    """`replayed` is not in the body, as for charges: a replay is the first body (R17)."""
+    return shapes.TopUpResult(
+        idempotency_key=done.idempotency_key, entries=[render_entry(e) for e in done.entries]
+    )
+
+
+def to_top_up(request: shapes.TopUpRequest) -> tuple[Credits, str]:
+    return Credits(email=request.email, mobile=request.mobile), request.reason
 
 
 def render_statement(

@@ -29,7 +29,9 @@ from credits_domain.limits import (
     MAX_CONTACT_INPUT_LENGTH,
     MAX_DESTINATION_LENGTH,
     MAX_PLAN_NAME_LENGTH,
+    MAX_REASON_LENGTH,
 )
+from credits_domain.plans import MAX_CREDITS
 
 REGION_PATTERN: Final = "^[A-Z]{2}$"
 # Room for one contact in JSON ({"channel":"mobile","value":"...","region":"GB"} with a
@@ -94,6 +96,34 @@ class PlanRequest(Shape, frozen=True):
             max_length=MAX_PLAN_NAME_LENGTH,
             description="A plan of the catalogue (ignite, boost, power); another name is "
             "refused with 422 unknown-plan.",
+        ),
+    ]
+
+
+TopUpCredits = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=MAX_CREDITS,
+        description="Credits granted to this pool (0 or absent: none); a top-up grants "
+        "some to at least one pool.",
+    ),
+]
+
+
+class TopUpRequest(Shape, frozen=True, kw_only=True):
+    """Credits granted outside the plan: a top-up, promotion or goodwill (R8). They are
+    spent and rolled over like the allowance."""
+
+    email: TopUpCredits = 0
+    mobile: TopUpCredits = 0
+    reason: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=MAX_REASON_LENGTH,
+            description="Why the credits are granted ('promotion', 'goodwill', an order "
+            "number): printable, kept on every ledger entry of the top-up.",
         ),
     ]
 
@@ -280,6 +310,14 @@ class LedgerEntry(Shape, frozen=True):
     at: Instant
     balance_after: Count
     cause: Cause
+
+
+class TopUpResult(Shape, frozen=True):
+    """The top-up's ledger entries, one per pool topped up, email first. A replay (R17)
+    is this body byte for byte; the header Idempotent-Replayed says it is one."""
+
+    idempotency_key: str | None
+    entries: list[LedgerEntry]
 
 
 class Statement(Shape, frozen=True):

@@ -247,4 +247,5 @@ def record_from_row(row: Row[Any]) -> IdempotencyRecord:
         hold_id=row.hold_id,
         created_at=row.created_at,
         result=None if row.result is None else result_from_json(row.result),
+        entry_seq=row.entry_seq,
     )

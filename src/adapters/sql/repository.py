@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.sql.codecs import (
     entry_from_row,
+    ownership_from_row,
 )
 from adapters.sql.engine import (
     DEFAULT_LOCK_WAIT_S,
@@ -69,6 +70,7 @@ from adapters.sql.migrate import (
 )
 from adapters.sql.schema import (
     ledger,
+    ownership,
     wallets,
 )
 from adapters.sql.unit_of_work import (
@@ -78,9 +80,11 @@ from credits_domain import (
     BoughtMeanwhile,
     Channel,
     ChargeResult,
+    Contact,
     FastReservation,
     InvalidRequest,
     LedgerEntry,
+    Ownership,
     Settled,
 )
 from credits_domain.charging import Candidate, ChargeRequest
@@ -254,3 +258,25 @@ class SqlRepository:
         )
         with self._reading("finding due accounts") as connection:
             return list(connection.execute(query).scalars())
+
+    def owned(
+        self, account: str, *, after: Contact | None = None, limit: int
+    ) -> Sequence[Ownership]:
+        if after is not None and not isinstance(after, Contact):
+            raise InvalidRequest(f"after must be a Contact or None, got {after!r}")
+        # Along the primary key (account, channel, value): a row-value comparison is one
+        # index range scan, so page n costs what page 1 does.
+        query = sa.select(ownership).where(ownership.c.account == check_account(account))
+        if after is not None:
+            query = query.where(
+                sa.tuple_(ownership.c.channel, ownership.c.value)
+                > sa.tuple_(sa.literal(after.channel.value), sa.literal(after.value))
+            )
+        query = query.order_by(ownership.c.channel, ownership.c.value).limit(
+            self._check_limit(limit)
+        )
+        with self._reading("reading owned data") as connection:
+            return [
+                ownership_from_row(row, Contact(Channel(row.channel), row.value))
+                for row in connection.execute(query)
+            ]

@@ -127,4 +127,5 @@ idempotency = sa.Table(
     sa.Column("hold_id", sa.String(230)),
     sa.Column("created_at", UtcInstant, nullable=False),
     sa.Column("result", JSON_COLUMN),
+    sa.Column("entry_seq", sa.BigInteger),  # revision 0005: a top-up's first ledger entry
 )

@@ -69,6 +69,18 @@ def check_key(key: object) -> str:
     return checked
 
 
+def check_entry_seq(record: IdempotencyRecord) -> None:
+    """A top-up's record points at a seq and holds nothing else (the schema checks it too,
+    revision 0005; checked here first so that every adapter refuses it alike)."""
+    seq = record.entry_seq
+    if seq is None:
+        return
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= 2**63 - 1:
+        raise InvalidRequest(f"entry_seq must be a whole number from 0 to 2**63-1, got {seq!r}")
+    if record.hold_id is not None or record.result is not None:
+        raise InvalidRequest("a top-up's idempotency record has no hold and no charge result")
+
+
 class SqlDedupRegistry:
     """Ownership (R12), looked up per request in bounded chunks, never loaded whole."""
 
@@ -145,11 +157,13 @@ class SqlIdempotencyStore:
     def put(self, record: IdempotencyRecord) -> None:
         with self._uow.step("storing an idempotency key") as connection:
             ident = {"account": check_account(record.account), "key": check_key(record.key)}
+            check_entry_seq(record)
             values = {
                 "fingerprint": record.fingerprint,
                 "hold_id": record.hold_id,
                 "created_at": record.created_at,
                 "result": None if record.result is None else result_to_json(record.result),
+                "entry_seq": record.entry_seq,
             }
             # Update, else insert: portable, and safe because the caller holds the
             # account's wallet lock; a concurrent first insert of the same key is a

@@ -687,6 +687,85 @@ class RepositoryContract:
         assert balance.email == sum(e.amount for e in entries if e.pool is Channel.EMAIL) == 0
         assert balance.email_available == 0
 
+    # -- top-ups' idempotency records (R8, R17) -------------------------------------------
+
+    def test_a_top_up_record_points_at_its_first_entry(self, repository: Repository) -> None:
+        record = attrs.evolve(_record("grant-1"), entry_seq=2**63 - 1)
+        with repository.unit_of_work() as uow:
+            uow.idempotency.put(record)
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            assert uow.idempotency.get("acct", "grant-1") == record
+
+    @pytest.mark.parametrize("seq", [-1, 2**63, True, "3", 1.5])
+    def test_a_top_up_record_needs_a_seq_in_range(self, repository: Repository, seq: Any) -> None:
+        with pytest.raises(InvalidRequest, match="entry_seq"), repository.unit_of_work() as uow:
+            uow.idempotency.put(attrs.evolve(_record("grant-1"), entry_seq=seq))
+
+    def test_a_top_up_record_holds_no_hold_and_no_result(self, repository: Repository) -> None:
+        result = ChargeResult(operation=Operation.UNLOCK, items=())
+        for wrong in (
+            attrs.evolve(_record("grant-1", hold_id="acct#0"), entry_seq=0),
+            attrs.evolve(_record("grant-1"), entry_seq=0, result=result),
+        ):
+            with pytest.raises(InvalidRequest, match="top-up"), repository.unit_of_work() as uow:
+                uow.idempotency.put(wrong)
+        with repository.unit_of_work() as uow:
+            assert uow.idempotency.get("acct", "grant-1") is None
+
+    # -- owned data, paged (R12) -----------------------------------------------------------
+
+    def test_owned_data_read_in_pages_by_channel_then_value(self, repository: Repository) -> None:
+        contacts = [
+            Contact.mobile("+15550000002"),
+            Contact.email("b@corp.com"),
+            Contact.email("a@corp.com"),
+            Contact.mobile("+15550000001"),
+            Contact.email("c@corp.com"),
+        ]
+        records = [_ownership(c, i, pool=c.channel) for i, c in enumerate(contacts)]
+        with repository.unit_of_work() as uow:
+            uow.dedup.add(records)
+            uow.dedup.add([attrs.evolve(_ownership(A, 9), account="other")])
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            uow.dedup.mark_refunded("acct", contacts[0], T0 + timedelta(days=1))
+            uow.commit()
+        pages: list[list[Ownership]] = []
+        after: Contact | None = None
+        while page := list(repository.owned("acct", after=after, limit=2)):
+            pages.append(page)
+            after = page[-1].contact
+        assert [len(page) for page in pages] == [2, 2, 1]
+        expected = sorted(records, key=lambda r: (r.contact.channel.value, r.contact.value))
+        expected[-1] = attrs.evolve(expected[-1], refunded_at=T0 + timedelta(days=1))
+        assert [record for page in pages for record in page] == expected
+        # A cursor need not be owned: the page starts after where it would be.
+        between = repository.owned("acct", after=Contact.email("bz@corp.com"), limit=10)
+        assert [r.contact.value for r in between] == ["c@corp.com", "+15550000001", "+15550000002"]
+        assert repository.owned("acct", limit=0) == []
+        assert [r.account for r in repository.owned("other", limit=10)] == ["other"]
+        assert repository.owned("nobody", limit=10) == []
+
+    def test_owned_data_are_read_once_committed(self, repository: Repository) -> None:
+        with repository.unit_of_work() as uow:
+            uow.dedup.add([_ownership(A, 1)])
+            assert repository.owned("acct", limit=10) == []
+            uow.commit()
+        assert [r.contact for r in repository.owned("acct", limit=10)] == [A]
+
+    @pytest.mark.parametrize("limit", BAD_LIMITS)
+    def test_owned_data_need_a_limit_in_range(self, repository: Repository, limit: Any) -> None:
+        with pytest.raises(InvalidRequest, match="limit"):
+            repository.owned("acct", limit=limit)
+
+    def test_owned_data_need_a_contact_as_cursor(self, repository: Repository) -> None:
+        with pytest.raises(InvalidRequest, match="after"):
+            repository.owned("acct", after="email:a@corp.com", limit=10)  # type: ignore[arg-type]
+        for account in BAD_ACCOUNTS:
+            with pytest.raises(InvalidRequest, match="account"):
+                repository.owned(account, limit=10)  # type: ignore[arg-type]
+
 
 def join_all(threads: list[threading.Thread], timeout_s: float = THREAD_TIMEOUT_S) -> None:
     """Join every thread within one bounded wait in all; fail if any is still running
