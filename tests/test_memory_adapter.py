@@ -1,5 +1,6 @@
-"""The in-memory adapter passes the shared Repository and ApiKeyStore contracts and the
-state machine; and what only memory has: the bounded wait of a nested unit of work."""
+"""The in-memory adapter passes the shared Repository, ChargePath and ApiKeyStore contracts
+and the state machine, on each charging path and on their mix; and what only memory has:
+the bounded wait of a nested unit of work."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from adapters.memory import InMemoryApiKeyStore, InMemoryRepository
 from credits_domain import ConcurrencyConflict
 from credits_domain.plans import PLANS
 from credits_domain.ports import ApiKeyStore, Clock, Repository
-from credits_domain.testing import ApiKeyStoreContract, RepositoryContract, make_state_machine
+from credits_domain.testing import (
+    ApiKeyStoreContract,
+    ChargePathContract,
+    ChosenPaths,
+    RepositoryContract,
+    make_state_machine,
+)
 from credits_domain.testing.contract import T0
 from credits_domain.wallet import Wallet
 
@@ -43,3 +50,21 @@ MemoryMachine.TestCase.settings = settings(
     max_examples=max(200, settings().max_examples), stateful_step_count=30
 )
 TestInMemoryStateMachine = MemoryMachine.TestCase
+
+
+class TestInMemoryChargePath(ChargePathContract):
+    def make_repository(self) -> Repository:
+        return InMemoryRepository()
+
+
+# The machine above charges in one call wherever it can; these two take units of work
+# only, and every mix of the two paths in turn, request after request.
+UnitsOfWorkMachine = make_state_machine(
+    lambda: ChosenPaths(InMemoryRepository(), reserve=False, settle=False)
+)
+UnitsOfWorkMachine.TestCase.settings = MemoryMachine.TestCase.settings
+TestInMemoryUnitsOfWorkStateMachine = UnitsOfWorkMachine.TestCase
+
+MixedPathsMachine = make_state_machine(lambda: ChosenPaths(InMemoryRepository(), alternate=True))
+MixedPathsMachine.TestCase.settings = MemoryMachine.TestCase.settings
+TestInMemoryMixedPathsStateMachine = MixedPathsMachine.TestCase
