@@ -15,6 +15,7 @@ idempotency record, which a retry with the same key takes over.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -130,6 +131,7 @@ class _NewlyOwned:
 # A Verdict cannot be subclassed (an enum with members), so `type(v) is Verdict` is
 # `isinstance(v, Verdict)`, and a batch's answer is checked with one C-level pass.
 _VERDICT_TYPE = frozenset({Verdict})
+_CONTACT_TYPE = frozenset({Contact})
 
 
 class CreditService:
@@ -445,17 +447,18 @@ class CreditService:
     def _check_contacts(self, contacts: Iterable[Contact]) -> list[Contact]:
         if isinstance(contacts, (str, bytes, Contact)):
             raise InvalidRequest("contacts must be an iterable of Contact, not a single value")
-        checked: list[Contact] = []
-        for contact in contacts:
-            if not isinstance(contact, Contact):
-                raise InvalidRequest(
-                    f"contacts must be Contact values (Contact.email(...)), got {contact!r}"
-                )
-            checked.append(contact)
-            if len(checked) > self._policy.max_batch:
-                raise BatchTooLarge(
-                    f"at most {self._policy.max_batch} contacts per request; split the batch"
-                )
+        # One more than the limit tells a batch too large, without reading an endless one.
+        checked = list(itertools.islice(contacts, self._policy.max_batch + 1))
+        if not set(map(type, checked)) <= _CONTACT_TYPE:  # one C-level pass, then the culprit
+            for contact in checked:
+                if not isinstance(contact, Contact):
+                    raise InvalidRequest(
+                        f"contacts must be Contact values (Contact.email(...)), got {contact!r}"
+                    )
+        if len(checked) > self._policy.max_batch:
+            raise BatchTooLarge(
+                f"at most {self._policy.max_batch} contacts per request; split the batch"
+            )
         return checked
 
     def _charge(
