@@ -294,9 +294,9 @@ class _Ledger(Sequence[LedgerEntry]):
             part, start = self._parts[at], self._starts[at]
             stop = min(end - start, len(part))
             if isinstance(part, list):
-                for entry in reversed(part[:stop]):
-                    if entry.pool is pool:
-                        return entry
+                for offset in range(stop - 1, -1, -1):
+                    if part[offset].pool is pool:
+                        return part[offset]
             elif part.charges(pool):  # a batch that charged no credit of `pool` is skipped
                 for offset in range(stop - 1, -1, -1):
                     if part.price(offset).pool is pool:
@@ -305,8 +305,8 @@ class _Ledger(Sequence[LedgerEntry]):
 
     def ownership(self, seq: int) -> Ownership:
         part, offset = self._part(seq)
-        invariant(isinstance(part, _Charges), "an ownership stored as a seq is a batch's")
-        assert isinstance(part, _Charges)  # for mypy: the invariant above
+        if isinstance(part, list):  # as errors.invariant, which mypy cannot narrow through
+            raise AssertionError("invariant broken: an ownership kept as a seq is a batch's")
         return part.ownership(offset)
 
 
@@ -586,9 +586,8 @@ class InMemoryRepository:
         self.acquire("reserving credits")
         try:
             wallet = self.wallets.get(account)
-            if not _chargeable_as_is(wallet, now):
+            if wallet is None or not _chargeable_as_is(wallet, now):
                 return None
-            assert wallet is not None  # for mypy: _chargeable_as_is
             if any(hold.expires_at <= now for hold in wallet.holds.values()):
                 return None
             if key is not None and (account, key) in self.keys:
@@ -653,9 +652,8 @@ class InMemoryRepository:
         self.acquire("settling a charge")
         try:
             wallet = self.wallets.get(account)
-            if not _chargeable_as_is(wallet, now):
+            if wallet is None or not _chargeable_as_is(wallet, now):
                 return None
-            assert wallet is not None  # for mypy: _chargeable_as_is
             held = Credits()
             if hold_id is not None:
                 hold = wallet.holds.get(hold_id)
@@ -788,10 +786,10 @@ class InMemoryRepository:
         return [account for _, account in sorted(due)[:limit]]
 
 
-def _chargeable_as_is(wallet: Wallet | None, now: datetime) -> bool:
-    """Can the set-based path charge this wallet without the aggregate's help: it exists,
-    is active (R6) and has no renewal due (R3..R7)?"""
-    return wallet is not None and wallet.status is Status.ACTIVE and wallet.period().end > now
+def _chargeable_as_is(wallet: Wallet, now: datetime) -> bool:
+    """Can the set-based path charge this wallet without the aggregate's help: is it
+    active (R6), with no renewal due (R3..R7)?"""
+    return wallet.status is Status.ACTIVE and wallet.period().end > now
 
 
 class InMemoryApiKeyStore:

@@ -489,7 +489,7 @@ def _assemble(
     owned: AbstractSet[str],
 ) -> tuple[tuple[Outcome | None, ...], tuple[Verdict | None, ...]]:
     """`charge_result`'s columns, one step per contact: repeats and owned data."""
-    index = dict(zip(candidates.keys, range(len(candidates)), strict=True))
+    index = dict(zip(candidates.keys, range(len(candidates)), strict=True))  # -1: none
     outcomes: list[Outcome | None] = []
     answered: list[Verdict | None] = []
     seen: set[str] = set()
@@ -499,16 +499,15 @@ def _assemble(
             answered.append(None)
             continue
         seen.add(key)
-        at = index.get(key)
-        if at is not None and decided[at] is Outcome.CHARGED:
+        at = index.get(key, -1)
+        if at >= 0 and decided[at] is Outcome.CHARGED:
             outcomes.append(Outcome.CHARGED)
             answered.append(verdicts[at])
         elif key in owned:
             outcomes.append(Outcome.ALREADY_OWNED)
             answered.append(None)
         else:
-            invariant(at is not None, "a datum of the request is owned or a candidate")
-            assert at is not None  # for mypy: the invariant above
+            invariant(at >= 0, "a datum of the request is owned or a candidate")
             outcomes.append(decided[at])
             answered.append(verdicts[at])
     return tuple(outcomes), tuple(answered)
