@@ -5,6 +5,7 @@ built from items."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -261,8 +262,8 @@ def test_the_settlement_chooses_the_candidates_decided_charged_in_request_order(
 
 def test_a_result_of_columns_reads_as_the_same_result_of_items() -> None:
     """A result `charge_result` builds from columns has the items, counts, totals,
-    equality, hash and repr of the same result built from items, and keeps them through
-    `attrs.evolve` (how a replay is answered, R17)."""
+    equality, hash, repr and pickling of the same result built from items, and keeps them
+    through `attrs.evolve` (how a replay is answered, R17)."""
     request = request_of([ANN, BOB, ANN, PHONE], key="k")
     cross = Price(pool=Channel.EMAIL, credits=15)
     candidates = candidates_of(
@@ -289,6 +290,7 @@ def test_a_result_of_columns_reads_as_the_same_result_of_items() -> None:
         assert result.count(Outcome.ALREADY_OWNED) == 0
         assert result.charged_credits == Credits(email=16)
     assert columns == items and items == columns
+    assert pickle.loads(pickle.dumps(columns)) == items
     assert hash(columns) == hash(items)
     assert repr(columns) == repr(items)
     assert columns.items == items.items

@@ -112,7 +112,7 @@ class _Columns(_Rows):
         self._contacts = contacts
         self._outcomes = outcomes
         self._verdicts = verdicts
-        self._prices = prices
+        self._prices = dict(prices)  # a plain dict: a result pickles, as before
         self._totals = totals
         self._built: tuple[ItemResult, ...] | None = None
 
