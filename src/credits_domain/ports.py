@@ -272,7 +272,8 @@ class ChargePath(Protocol):
 
     Both take the batch as columns (`request.unique`/`unique_keys`, `charged.contacts`/
     `keys`/`prices`), so that an adapter can work set-based; `charged` also reads as a
-    sequence of `Candidate`.
+    sequence of `Candidate`. `credits_domain.testing.ChargePathContract` holds an
+    adapter to all of this (the in-memory and SQL adapters pass it).
     """
 
     def reserve_fast(
