@@ -272,6 +272,8 @@ class Candidates(Sequence[Candidate]):
     keys: tuple[str, ...]  # datum_key of each contact, aligned
     prices: Mapping[Channel, Price]  # the price of each channel (the plan's, R2)
     cost: Credits  # what they all cost together, per pool
+    # The Candidate objects, once a reader asked for them (an adapter that reads them
+    # as objects may go over them several times): built once, on the first read.
     _built: list[tuple[Candidate, ...]] = attrs.field(
         init=False, factory=list, eq=False, repr=False
     )
