@@ -605,10 +605,12 @@ class InMemoryRepository:
                     hold_id=hold_id, credits=capacity, created_at=now, expires_at=expires_at
                 )
                 stored = attrs.evolve(
-                    _copy(wallet),
+                    wallet,
+                    balances=dict(wallet.balances),
                     holds={**wallet.holds, hold_id: hold},
                     next_hold_no=wallet.next_hold_no + 1,
                     version=wallet.version + 1,
+                    pending_entries=[],
                 )
                 stored.check_invariants()
             with self.data_lock:
@@ -690,11 +692,12 @@ class InMemoryRepository:
             if hold_id is not None:
                 del holds[hold_id]
             stored = attrs.evolve(
-                _copy(wallet),
+                wallet,
                 balances={pool: wallet.balances[pool] - cost.of(pool) for pool in Channel},
                 holds=holds,
                 next_seq=first_seq + len(charged),
                 version=wallet.version + 1,
+                pending_entries=[],
             )
             stored.check_invariants()
             with self.data_lock:
