@@ -1,11 +1,15 @@
 """The pure parts of the charging pipeline (charging.py): the request, the settlement's
-choice and the assembly of the ChargeResult, without a service, storage or verifier."""
+choice and the assembly of the ChargeResult, without a service, storage or verifier.
+A batch travels as columns; the results built from them must read exactly as results
+built from items."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+import attrs
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -13,6 +17,7 @@ from hypothesis import strategies as st
 from credits_domain import (
     Channel,
     ChargePolicy,
+    ChargeResult,
     Contact,
     Credits,
     ItemResult,
@@ -24,9 +29,12 @@ from credits_domain import (
 )
 from credits_domain.charging import (
     Candidate,
+    Candidates,
     ChargeRequest,
     Settlement,
+    _walk,
     charge_result,
+    datum_key,
     fingerprint,
     settle,
 )
@@ -60,8 +68,19 @@ def request_of(
     )
 
 
-def candidates_of(contacts: Iterable[Contact], price: Price = EMAIL_PRICE) -> tuple[Candidate, ...]:
-    return tuple(Candidate(contact=c, price=price) for c in contacts)
+def candidates_of(
+    contacts: Iterable[Contact], prices: Mapping[Channel, Price] | None = None
+) -> Candidates:
+    chosen = tuple(contacts)
+    return Candidates.of(
+        contacts=chosen,
+        keys=tuple(map(datum_key, chosen)),
+        prices=prices or {Channel.EMAIL: EMAIL_PRICE, Channel.MOBILE: MOBILE_PRICE},
+    )
+
+
+def keys(*contacts: Contact) -> frozenset[str]:
+    return frozenset(map(datum_key, contacts))
 
 
 def item(
@@ -80,10 +99,53 @@ def item(
 
 
 def test_a_request_keeps_its_contacts_and_knows_the_first_occurrences() -> None:
-    """R12: repeats stay in the request (they get an item each); the first one pays."""
+    """R12: repeats stay in the request (they get an item each); the first one pays. Each
+    contact's key rides beside it."""
     request = request_of([BOB, ANN, BOB, PHONE, ANN])
     assert request.contacts == (BOB, ANN, BOB, PHONE, ANN)
+    assert request.keys == tuple(c.value for c in request.contacts)
     assert request.unique == (BOB, ANN, PHONE)
+    assert request.unique_keys == ("bob@corp.com", "ann@corp.com", "+442079460958")
+    plain = request_of([BOB, ANN])
+    assert (plain.unique, plain.unique_keys) == ((BOB, ANN), ("bob@corp.com", "ann@corp.com"))
+
+
+@given(email=cst.emails(), mobile=cst.mobiles())
+def test_a_datum_key_names_one_datum_whatever_its_channel(email: Contact, mobile: Contact) -> None:
+    """R12: keys are canonical values, and an email's never equals a mobile's (an email
+    always has an '@', E.164 never), so equal keys are equal contacts."""
+    assert datum_key(email) == email.value and datum_key(mobile) == mobile.value
+    assert "@" in datum_key(email) and "@" not in datum_key(mobile)
+    assert datum_key(Contact.email(email.value.upper())) == datum_key(email)
+
+
+def test_candidates_are_priced_columns_that_read_as_candidates() -> None:
+    """R2: each candidate costs its channel's price, in the pool the price names; the
+    columns add up per pool, and read as a sequence of Candidate."""
+    cross = Price(pool=Channel.EMAIL, credits=15)
+    prices = {Channel.EMAIL: EMAIL_PRICE, Channel.MOBILE: cross}
+    candidates = candidates_of([ANN, PHONE, BOB], prices)
+    assert candidates.cost == Credits(email=17)
+    assert list(candidates) == [
+        Candidate(contact=ANN, price=EMAIL_PRICE),
+        Candidate(contact=PHONE, price=cross),
+        Candidate(contact=BOB, price=EMAIL_PRICE),
+    ]
+    assert (len(candidates), candidates[1].contact, candidates[-1].contact) == (3, PHONE, BOB)
+    assert candidates_of([PHONE]).cost == Credits(mobile=1)
+    assert candidates_of([]).cost == Credits()
+
+
+def test_the_candidates_of_a_request_are_its_new_data_in_order() -> None:
+    """R12: a request's candidates are its first occurrences that are not owned."""
+    request = request_of([BOB, ANN, BOB, PHONE, CAT, ANN])
+    prices = {Channel.EMAIL: EMAIL_PRICE, Channel.MOBILE: MOBILE_PRICE}
+    every = Candidates.among(request, owned=frozenset(), prices=prices)
+    assert every.contacts == (BOB, ANN, PHONE, CAT)
+    assert every.cost == Credits(email=3, mobile=1)
+    new = Candidates.among(request, owned=keys(ANN, PHONE, DAN), prices=prices)
+    assert (new.contacts, new.keys) == ((BOB, CAT), ("bob@corp.com", "cat@corp.com"))
+    assert new.cost == Credits(email=2)
 
 
 def test_a_request_is_fingerprinted_only_under_an_idempotency_key() -> None:
@@ -106,16 +168,16 @@ def test_every_outcome_in_request_order() -> None:
     request = request_of([ANN, BOB, ANN, CAT, DAN, EVE, BOB, CAT], key="order-1")
     candidates = candidates_of([ANN, CAT, DAN, EVE])
     settlement = Settlement(
-        decided={
-            ANN: Outcome.CHARGED,
-            CAT: Outcome.NOT_VERIFIED,
-            DAN: Outcome.INSUFFICIENT_CREDITS,
-            EVE: Outcome.INSUFFICIENT_CREDITS,
-        },
+        outcomes=(
+            Outcome.CHARGED,
+            Outcome.NOT_VERIFIED,
+            Outcome.INSUFFICIENT_CREDITS,
+            Outcome.INSUFFICIENT_CREDITS,
+        ),
         to_verify=(),
     )
-    verdicts = {ANN: Verdict.VALID, CAT: Verdict.CATCH_ALL, EVE: Verdict.VALID}
-    result = charge_result(request, candidates, settlement, verdicts, owned={BOB})
+    verdicts = (Verdict.VALID, Verdict.CATCH_ALL, None, Verdict.VALID)
+    result = charge_result(request, candidates, settlement, verdicts, owned=keys(BOB))
     assert result.items == (
         item(ANN, Outcome.CHARGED, Verdict.VALID, EMAIL_PRICE),
         item(BOB, Outcome.ALREADY_OWNED),
@@ -139,9 +201,9 @@ def test_a_charged_item_says_which_pool_paid_and_how_much() -> None:
     """R2: a plan may price a mobile number at 15 EMAIL credits; the item says so."""
     cross = Price(pool=Channel.EMAIL, credits=15)
     request = request_of([PHONE, ANN], operation=Operation.ENRICH)
-    candidates = (Candidate(contact=PHONE, price=cross), Candidate(contact=ANN, price=EMAIL_PRICE))
-    settlement = Settlement(decided=dict.fromkeys((PHONE, ANN), Outcome.CHARGED), to_verify=())
-    verdicts = dict.fromkeys((PHONE, ANN), Verdict.VALID)
+    candidates = candidates_of([PHONE, ANN], {Channel.EMAIL: EMAIL_PRICE, Channel.MOBILE: cross})
+    settlement = Settlement(outcomes=(Outcome.CHARGED, Outcome.CHARGED), to_verify=())
+    verdicts = (Verdict.VALID, Verdict.VALID)
     result = charge_result(request, candidates, settlement, verdicts, owned=frozenset())
     assert result.items == (
         item(PHONE, Outcome.CHARGED, Verdict.VALID, cross),
@@ -156,11 +218,11 @@ def test_data_learned_owned_after_the_settlement_are_free() -> None:
     """R12: a datum a concurrent request bought meanwhile is ALREADY_OWNED, whatever it was
     decided before; only data decided CHARGED are charged."""
     request = request_of([ANN, BOB])
-    settlement = Settlement(
-        decided={ANN: Outcome.ALREADY_OWNED, BOB: Outcome.NOT_VERIFIED}, to_verify=()
+    settlement = Settlement(outcomes=(Outcome.ALREADY_OWNED, Outcome.NOT_VERIFIED), to_verify=())
+    verdicts = (Verdict.VALID, Verdict.UNKNOWN)
+    result = charge_result(
+        request, candidates_of([ANN, BOB]), settlement, verdicts, owned=keys(ANN)
     )
-    verdicts = {ANN: Verdict.VALID, BOB: Verdict.UNKNOWN}
-    result = charge_result(request, candidates_of([ANN, BOB]), settlement, verdicts, owned={ANN})
     assert result.items == (
         item(ANN, Outcome.ALREADY_OWNED),
         item(BOB, Outcome.NOT_VERIFIED, Verdict.UNKNOWN),
@@ -171,42 +233,97 @@ def test_data_learned_owned_after_the_settlement_are_free() -> None:
 def test_a_result_needs_every_datum_decided() -> None:
     """A settlement still waiting for verdicts cannot answer the request: a bug, not an error."""
     request = request_of([ANN])
-    waiting = Settlement(decided={}, to_verify=(ANN,))
+    waiting = Settlement(outcomes=(None,), to_verify=(0,))
     with pytest.raises(AssertionError, match="invariant broken"):
-        charge_result(request, candidates_of([ANN]), waiting, {}, owned=())
+        charge_result(request, candidates_of([ANN]), waiting, (None,), owned=frozenset())
 
 
 def test_the_settlement_chooses_the_candidates_decided_charged_in_request_order() -> None:
     settlement = Settlement(
-        decided={
-            CAT: Outcome.CHARGED,
-            ANN: Outcome.NOT_VERIFIED,
-            BOB: Outcome.CHARGED,
-            DAN: Outcome.ALREADY_OWNED,
-        },
+        outcomes=(
+            Outcome.CHARGED,
+            Outcome.NOT_VERIFIED,
+            Outcome.CHARGED,
+            Outcome.ALREADY_OWNED,
+        ),
         to_verify=(),
     )
-    candidates = candidates_of([CAT, ANN, BOB, DAN])
-    assert settlement.charged(candidates) == [candidates[0], candidates[2]]
+    candidates = candidates_of([CAT, ANN, PHONE, DAN])
+    chosen = settlement.charged(candidates)
+    assert list(chosen) == [candidates[0], candidates[2]]
+    assert (chosen.contacts, chosen.keys) == ((CAT, PHONE), ("cat@corp.com", "+442079460958"))
+    assert chosen.cost == Credits(email=1, mobile=1)
+    every = Settlement(outcomes=(Outcome.CHARGED,) * 2, to_verify=())
+    assert every.charged(candidates_of([ANN, BOB])) == candidates_of([ANN, BOB])
+
+
+# -- the result, as columns or as items ----------------------------------------------------
+
+
+def test_a_result_of_columns_reads_as_the_same_result_of_items() -> None:
+    """A result `charge_result` builds from columns has the items, counts, totals,
+    equality, hash, repr and pickling of the same result built from items, and keeps them
+    through `attrs.evolve` (how a replay is answered, R17)."""
+    request = request_of([ANN, BOB, ANN, PHONE], key="k")
+    cross = Price(pool=Channel.EMAIL, credits=15)
+    candidates = candidates_of(
+        [ANN, BOB, PHONE], {Channel.EMAIL: EMAIL_PRICE, Channel.MOBILE: cross}
+    )
+    settlement = Settlement(
+        outcomes=(Outcome.CHARGED, Outcome.NOT_VERIFIED, Outcome.CHARGED), to_verify=()
+    )
+    verdicts = (Verdict.VALID, Verdict.INVALID, Verdict.VALID)
+    columns = charge_result(request, candidates, settlement, verdicts, owned=frozenset())
+    items = ChargeResult(
+        operation=Operation.UNLOCK,
+        idempotency_key="k",
+        items=[
+            item(ANN, Outcome.CHARGED, Verdict.VALID, EMAIL_PRICE),
+            item(BOB, Outcome.NOT_VERIFIED, Verdict.INVALID),
+            item(ANN, Outcome.DUPLICATE_IN_REQUEST),
+            item(PHONE, Outcome.CHARGED, Verdict.VALID, cross),
+        ],
+    )
+    for result in (columns, items):  # counts and totals, before any item is built
+        assert result.count(Outcome.CHARGED) == 2
+        assert result.count(Outcome.DUPLICATE_IN_REQUEST) == 1
+        assert result.count(Outcome.ALREADY_OWNED) == 0
+        assert result.charged_credits == Credits(email=16)
+    assert columns == items and items == columns
+    assert pickle.loads(pickle.dumps(columns)) == items
+    assert hash(columns) == hash(items)
+    assert repr(columns) == repr(items)
+    assert columns.items == items.items
+    assert isinstance(columns.items, tuple) and columns.items is columns.items
+    replay = attrs.evolve(columns, replayed=True)
+    assert replay.replayed and replay != columns
+    assert replay.items == items.items and replay.charged_credits == Credits(email=16)
+    assert attrs.evolve(replay, replayed=False) == items
+    other = attrs.evolve(items, items=items.items[:-1])
+    assert other != columns and other.charged_credits == Credits(email=1)
 
 
 # -- settle and assemble, against the reference model -----------------------------------------
 
 
 def run_to_completion(
-    candidates: Sequence[Candidate],
+    candidates: Candidates,
     verdict_of: Mapping[Contact, Verdict],
-    owned: frozenset[Contact],
+    owned: frozenset[str],
     capacity: Credits,
     policy: ChargePolicy,
-) -> tuple[Settlement, dict[Contact, Verdict]]:
-    """The service's verify loop without a verifier: answer what each round asks."""
-    verdicts: dict[Contact, Verdict] = {}
+) -> tuple[Settlement, list[Verdict | None]]:
+    """The service's verify loop without a verifier: answer what each round asks. Each
+    round is also checked against the walk one step per candidate that `settle` takes a
+    shortcut from when everything fits."""
+    verdicts: list[Verdict | None] = [None] * len(candidates)
     for _ in range(len(candidates) + 1):
         settlement = settle(candidates, verdicts, owned, capacity, policy)
+        assert settlement == _walk(candidates, verdicts, owned, capacity, policy)
         if settlement.complete:
             return settlement, verdicts
-        verdicts.update({c: verdict_of[c] for c in settlement.to_verify})
+        for index in settlement.to_verify:
+            verdicts[index] = verdict_of[candidates.contacts[index]]
     raise AssertionError("settle did not finish within one round per candidate")
 
 
@@ -227,6 +344,20 @@ def run_to_completion(
     script={c: Verdict.VALID if c == UNIVERSE[6] else Verdict.INVALID for c in UNIVERSE},
     owned=frozenset(),
     bill_catch_all=False,
+)
+@example(  # everything fits and verifies: the shortcut of settle (R10, R15)
+    plan=Plan(name="roomy", monthly=Credits(email=20, mobile=20)),
+    request=[UNIVERSE[0], UNIVERSE[6], UNIVERSE[0], UNIVERSE[1]],
+    script=dict.fromkeys(UNIVERSE, Verdict.VALID),
+    owned=frozenset({UNIVERSE[1]}),
+    bill_catch_all=False,
+)
+@example(  # catch-all billed by policy, everything fits (R10)
+    plan=Plan(name="roomy", monthly=Credits(email=20, mobile=20)),
+    request=[UNIVERSE[0], UNIVERSE[6], UNIVERSE[2]],
+    script={c: Verdict.CATCH_ALL if c == UNIVERSE[6] else Verdict.VALID for c in UNIVERSE},
+    owned=frozenset(),
+    bill_catch_all=True,
 )
 @given(
     plan=cst.plans(max_allowance=3),
@@ -251,14 +382,14 @@ def test_settle_and_assembly_answer_what_the_reference_model_answers(
     expected = model.charge("acme", request, script.__getitem__, START)
 
     charge_request = request_of(request)
-    candidates = tuple(
-        Candidate(contact=c, price=plan.price_of(c.channel))
-        for c in charge_request.unique
-        if c not in owned
-    )
+    owned_keys = frozenset(map(datum_key, owned))
+    candidates = Candidates.among(charge_request, owned=owned_keys, prices=plan.prices)
     policy = ChargePolicy(bill_catch_all=bill_catch_all)
-    settlement, verdicts = run_to_completion(candidates, script, owned, plan.monthly, policy)
-    result = charge_result(charge_request, candidates, settlement, verdicts, owned)
+    settlement, verdicts = run_to_completion(candidates, script, owned_keys, plan.monthly, policy)
+    result = charge_result(charge_request, candidates, settlement, verdicts, owned_keys)
+    assert result == ChargeResult(operation=Operation.UNLOCK, items=result.items), (
+        "the columns read as their items"
+    )
 
     assert [i.contact for i in result.items] == request
     assert [i.outcome for i in result.items] == expected
@@ -273,3 +404,35 @@ def test_settle_and_assembly_answer_what_the_reference_model_answers(
     left = model.balance("acme")
     for pool in Channel:
         assert result.charged(pool) == plan.monthly.of(pool) - left[pool]
+
+
+@given(
+    plan=cst.plans(max_allowance=6),
+    request=cst.requests(UNIVERSE, max_size=12),
+    answers=st.lists(st.none() | cst.verdicts(), min_size=12, max_size=12),
+    owned=st.frozensets(st.sampled_from(UNIVERSE), max_size=4),
+    capacity=st.builds(Credits, email=st.integers(0, 12), mobile=st.integers(0, 12)),
+    bill_catch_all=st.booleans(),
+)
+def test_settle_decides_as_the_walk_one_step_per_candidate(
+    plan: Plan,
+    request: list[Contact],
+    answers: list[Verdict | None],
+    owned: frozenset[Contact],
+    capacity: Credits,
+    bill_catch_all: bool,
+) -> None:
+    """R10, R12, R15: whatever the verdicts so far, the data learned owned meanwhile and
+    the hold, `settle` (which takes a C-level shortcut when everything fits) decides as
+    the plain walk does."""
+    candidates = Candidates.among(request_of(request), owned=frozenset(), prices=plan.prices)
+    verdicts = answers[: len(candidates)]
+    policy = ChargePolicy(bill_catch_all=bill_catch_all)
+    owned_keys = keys(*owned)
+    assert settle(candidates, verdicts, owned_keys, capacity, policy) == _walk(
+        candidates, verdicts, owned_keys, capacity, policy
+    )
+    for uniform in ([None] * len(candidates), [Verdict.VALID] * len(candidates)):
+        assert settle(candidates, uniform, owned_keys, capacity, policy) == _walk(
+            candidates, uniform, owned_keys, capacity, policy
+        )

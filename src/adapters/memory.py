@@ -7,6 +7,12 @@ commit, or none. It behaves as the SQL adapter does on every call, error paths i
 (the contract suite, `credits_domain.testing.contract`, runs on both): the same
 arguments are refused with the same errors, a stale wallet is a `ConcurrencyConflict`,
 and a unit of work is unusable once one of its calls raised.
+
+It also charges set-based (`ports.ChargePath`): `reserve_fast` and `settle_fast` each
+take the same lock for one call and work on whole columns, and answer None, as the SQL
+adapter does, whenever the request needs the units-of-work path. A batch settled that
+way is stored as columns: its ledger entries and ownership records are built when read
+(`_Charges`), so a datum costs a dict entry, not objects.
 """
 
 from __future__ import annotations
@@ -18,25 +24,36 @@ import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Self, overload
 
 import attrs
 
 from credits_domain import (
     AlreadyRefunded,
+    BoughtMeanwhile,
+    Cause,
     Channel,
     Clock,
     ConcurrencyConflict,
     Contact,
+    Credits,
     CreditsError,
+    EntryKind,
+    FastReservation,
+    Hold,
     IdempotencyRecord,
     InvalidRequest,
     LedgerEntry,
     NotCharged,
+    Operation,
     Ownership,
+    Price,
+    Settled,
+    Status,
     UnknownApiKey,
     Wallet,
 )
+from credits_domain.charging import Candidates, ChargeRequest, ChargeResult, datum_key
 from credits_domain.errors import invariant
 from credits_domain.keys import (
     KEY_ENTROPY_BYTES,
@@ -105,16 +122,249 @@ def _copy(wallet: Wallet) -> Wallet:
     )
 
 
+class _Charges:
+    """The CHARGE entries of one batch settled in one call (R19: one entry per datum), as
+    columns: the charged contacts in order, priced by channel, one instant, one cause but
+    the datum. An entry, its running balance and the ownership it bought are built when
+    read; the running balances once, at the first read of an entry."""
+
+    __slots__ = (
+        "_after",
+        "account",
+        "at",
+        "before",
+        "contacts",
+        "cost",
+        "destination",
+        "first_seq",
+        "idempotency_key",
+        "operation",
+        "period",
+        "plan",
+        "prices",
+    )
+
+    def __init__(
+        self,
+        *,
+        request: ChargeRequest,
+        charged: Candidates,
+        first_seq: int,
+        at: datetime,
+        wallet: Wallet,
+    ) -> None:
+        self.account = request.account
+        self.first_seq = first_seq
+        self.at = at
+        self.contacts = charged.contacts
+        self.prices = charged.prices
+        self.cost = charged.cost
+        self.before = dict(wallet.balances)  # each pool's balance before the first charge
+        self.operation: Operation = request.operation
+        self.plan = wallet.plan.name
+        self.period = wallet.period_index
+        self.idempotency_key = request.idempotency_key
+        self.destination = request.destination
+        self._after: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.contacts)
+
+    def price(self, offset: int) -> Price:
+        return self.prices[self.contacts[offset].channel]
+
+    def charges(self, pool: Channel) -> bool:
+        return self.cost.of(pool) > 0
+
+    def entry(self, offset: int) -> LedgerEntry:
+        contact, price = self.contacts[offset], self.price(offset)
+        return LedgerEntry(
+            account=self.account,
+            seq=self.first_seq + offset,
+            kind=EntryKind.CHARGE,
+            pool=price.pool,
+            amount=-price.credits,
+            at=self.at,
+            balance_after=self._balances_after()[offset],
+            cause=Cause(
+                operation=self.operation,
+                datum=str(contact),
+                plan=self.plan,
+                period=self.period,
+                idempotency_key=self.idempotency_key,
+                destination=self.destination,
+            ),
+        )
+
+    def ownership(self, offset: int) -> Ownership:
+        price = self.price(offset)
+        return Ownership(
+            account=self.account,
+            contact=self.contacts[offset],
+            pool=price.pool,
+            credits=price.credits,
+            charged_at=self.at,
+            entry_seq=self.first_seq + offset,
+        )
+
+    def _balances_after(self) -> list[int]:
+        after = self._after
+        if after is None:
+            running, after = dict(self.before), []
+            for contact in self.contacts:
+                price = self.prices[contact.channel]
+                running[price.pool] -= price.credits
+                after.append(running[price.pool])
+            self._after = after
+        return after
+
+
+class _Ledger(Sequence[LedgerEntry]):
+    """One account's ledger; an entry's seq is its index. Entries saved by a unit of work
+    are kept as they are; a batch settled in one call is kept as one `_Charges`."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []  # the seq of each part's first entry
+        self._parts: list[list[LedgerEntry] | _Charges] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        last = self._parts[-1] if self._parts else None
+        if isinstance(last, list):
+            last.extend(entries)
+        else:
+            self._starts.append(self._size)
+            self._parts.append(list(entries))
+        self._size += len(entries)
+
+    def add_charges(self, charges: _Charges) -> None:
+        invariant(charges.first_seq == self._size, "a ledger is numbered without gaps (R19)")
+        if len(charges):
+            self._starts.append(self._size)
+            self._parts.append(charges)
+            self._size += len(charges)
+
+    def _part(self, seq: int) -> tuple[list[LedgerEntry] | _Charges, int]:
+        invariant(0 <= seq < self._size, "a seq within the ledger")
+        index = bisect.bisect_right(self._starts, seq) - 1
+        return self._parts[index], seq - self._starts[index]
+
+    @overload
+    def __getitem__(self, seq: int) -> LedgerEntry: ...
+
+    @overload
+    def __getitem__(self, seq: slice) -> list[LedgerEntry]: ...
+
+    def __getitem__(self, seq: int | slice) -> LedgerEntry | list[LedgerEntry]:
+        if isinstance(seq, slice):
+            return [self[index] for index in range(*seq.indices(self._size))]
+        if seq < 0:
+            seq += self._size
+        if not 0 <= seq < self._size:
+            raise IndexError(f"no entry {seq} in a ledger of {self._size}")
+        part, offset = self._part(seq)
+        return part[offset] if isinstance(part, list) else part.entry(offset)
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        return self.iter_from(0)
+
+    def iter_from(self, seq: int) -> Iterator[LedgerEntry]:
+        """The entries from `seq` on, in order."""
+        if seq >= self._size:
+            return
+        index = bisect.bisect_right(self._starts, seq) - 1
+        offset = seq - self._starts[index]
+        for part in self._parts[index:]:
+            if isinstance(part, list):
+                yield from part[offset:]
+            else:
+                for at in range(offset, len(part)):
+                    yield part.entry(at)
+            offset = 0
+
+    def at(self, seq: int) -> datetime:
+        part, offset = self._part(seq)
+        return part[offset].at if isinstance(part, list) else part.at
+
+    def first_at_or_after(self, instant: datetime) -> int:
+        """The seq of the first entry at or after `instant` (entries are in time order)."""
+        return bisect.bisect_left(range(self._size), instant, key=self.at)
+
+    def first_after(self, instant: datetime) -> int:
+        return bisect.bisect_right(range(self._size), instant, key=self.at)
+
+    def last_of(self, pool: Channel, end: int) -> LedgerEntry | None:
+        """The last entry of `pool` before seq `end`."""
+        index = bisect.bisect_right(self._starts, end - 1) - 1
+        for at in range(index, -1, -1):
+            part, start = self._parts[at], self._starts[at]
+            stop = min(end - start, len(part))
+            if isinstance(part, list):
+                for offset in range(stop - 1, -1, -1):
+                    if part[offset].pool is pool:
+                        return part[offset]
+            elif part.charges(pool):  # a batch that charged no credit of `pool` is skipped
+                for offset in range(stop - 1, -1, -1):
+                    if part.price(offset).pool is pool:
+                        return part.entry(offset)
+        return None
+
+    def ownership(self, seq: int) -> Ownership:
+        part, offset = self._part(seq)
+        if isinstance(part, list):  # as errors.invariant, which mypy cannot narrow through
+            raise AssertionError("invariant broken: an ownership kept as a seq is a batch's")
+        return part.ownership(offset)
+
+
+class _Owned(Mapping[Contact, Ownership]):
+    """What one account owns (R12), by datum key: an Ownership a unit of work recorded, or
+    the seq of the CHARGE entry of a batch settled in one call, whose record is built from
+    that batch when read."""
+
+    def __init__(self, ledger: _Ledger) -> None:
+        self._ledger = ledger
+        self.by_key: dict[str, Ownership | int] = {}
+
+    def record(self, key: str) -> Ownership | None:
+        found = self.by_key.get(key)
+        if found is None or isinstance(found, Ownership):
+            return found
+        return self._ledger.ownership(found)
+
+    def __getitem__(self, contact: Contact) -> Ownership:
+        found = self.record(datum_key(contact))
+        if found is None:
+            raise KeyError(contact)
+        return found
+
+    def __iter__(self) -> Iterator[Contact]:
+        for found in self.by_key.values():
+            yield (
+                found.contact
+                if isinstance(found, Ownership)
+                else self._ledger.ownership(found).contact
+            )
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+
 class _Dedup:
     def __init__(self, uow: InMemoryUnitOfWork) -> None:
         self._uow = uow
 
     def _find(self, account: str, contacts: Collection[Contact]) -> dict[Contact, Ownership]:
         staged = self._uow.staged_owned.get(account, {})
-        stored = self._uow.repository.owned_by.get(account, {})
+        stored = self._uow.repository.owned_by.get(account)
         found: dict[Contact, Ownership] = {}
         for contact in contacts:
-            record = staged.get(contact) or stored.get(contact)
+            key = datum_key(contact)
+            record = staged.get(key) or (None if stored is None else stored.record(key))
             if record is not None:
                 found[contact] = record
         return found
@@ -144,7 +394,8 @@ class _Dedup:
                         f"recording ownership lost a race with another writer: "
                         f"{record.contact} is owned by account {record.account!r} already; retry"
                     )
-                self._uow.staged_owned.setdefault(record.account, {})[record.contact] = record
+                staged = self._uow.staged_owned.setdefault(record.account, {})
+                staged[datum_key(record.contact)] = record
 
     def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
         with self._uow.step():
@@ -154,7 +405,7 @@ class _Dedup:
                 raise NotCharged(f"{contact} was never charged to account {account!r}")
             if record.refunded_at is not None:
                 raise AlreadyRefunded(f"{contact} was refunded at {record.refunded_at}")
-            self._uow.staged_owned.setdefault(account, {})[contact] = attrs.evolve(
+            self._uow.staged_owned.setdefault(account, {})[datum_key(contact)] = attrs.evolve(
                 record, refunded_at=at
             )
 
@@ -188,7 +439,7 @@ class InMemoryUnitOfWork:
         self._versions: dict[str, int] = {}  # per account: the version expected stored
         self.staged_wallets: dict[str, Wallet] = {}
         self.staged_entries: dict[str, list[LedgerEntry]] = {}
-        self.staged_owned: dict[str, dict[Contact, Ownership]] = {}
+        self.staged_owned: dict[str, dict[str, Ownership]] = {}  # by account, then datum key
         self.staged_keys: dict[tuple[str, str], IdempotencyRecord] = {}
 
     @contextlib.contextmanager
@@ -213,11 +464,7 @@ class InMemoryUnitOfWork:
         invariant(self._state == "new", "a unit of work is entered once")
         # Not re-entrant, and bounded, as a database's lock: a unit of work opened while
         # another is open (another thread, or nested in this one) waits, then loses.
-        if not self.repository.lock.acquire(timeout=self.repository.lock_wait_s):
-            raise ConcurrencyConflict(
-                f"opening a unit of work waited {self.repository.lock_wait_s} s for "
-                "another unit of work to end; retry"
-            )
+        self.repository.acquire("opening a unit of work")
         self._state = "open"
         return self
 
@@ -270,7 +517,7 @@ class InMemoryUnitOfWork:
     def _stage(self, wallet: Wallet, stored: Wallet) -> None:
         account = stored.account
         staged = self.staged_entries.setdefault(account, [])
-        next_seq = len(self.repository.ledgers.get(account, [])) + len(staged)
+        next_seq = len(self.repository.ledgers.get(account, ())) + len(staged)
         entries = [
             e if (at := _instant(e.at)) is e.at else attrs.evolve(e, at=at)
             for e in wallet.pending_entries
@@ -293,10 +540,10 @@ class InMemoryUnitOfWork:
         repo = self.repository
         with repo.data_lock:
             for account, entries in self.staged_entries.items():
-                repo.ledgers.setdefault(account, []).extend(entries)
+                repo.ledger_of(account).extend(entries)
             repo.wallets.update(self.staged_wallets)
             for account, records in self.staged_owned.items():
-                repo.owned_by.setdefault(account, {}).update(records)
+                repo.owned_of(account).by_key.update(records)
             repo.keys.update(self.staged_keys)
         self._state = "committed"
 
@@ -313,12 +560,183 @@ class InMemoryRepository:
         # Held for a moment by reads and by commit: reads never wait for a unit of work.
         self.data_lock = threading.Lock()
         self.wallets: dict[str, Wallet] = {}
-        self.ledgers: dict[str, list[LedgerEntry]] = {}
-        self.owned_by: dict[str, dict[Contact, Ownership]] = {}
+        self.ledgers: dict[str, _Ledger] = {}
+        self.owned_by: dict[str, _Owned] = {}
         self.keys: dict[tuple[str, str], IdempotencyRecord] = {}
 
     def unit_of_work(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self)
+
+    def acquire(self, what: str) -> None:
+        """Take the lock of units of work, waiting at most `lock_wait_s`."""
+        if not self.lock.acquire(timeout=self.lock_wait_s):
+            raise ConcurrencyConflict(
+                f"{what} waited {self.lock_wait_s} s for another unit of work to end; retry"
+            )
+
+    def ledger_of(self, account: str) -> _Ledger:
+        ledger = self.ledgers.get(account)
+        if ledger is None:
+            ledger = self.ledgers[account] = _Ledger()
+        return ledger
+
+    def owned_of(self, account: str) -> _Owned:
+        owned = self.owned_by.get(account)
+        if owned is None:
+            owned = self.owned_by[account] = _Owned(self.ledger_of(account))
+        return owned
+
+    # -- set-based charging (ports.ChargePath) ---------------------------------------------
+
+    def reserve_fast(
+        self, request: ChargeRequest, *, now: datetime, expires_at: datetime
+    ) -> FastReservation | None:
+        """ports.ChargePath: the units-of-work path's reserve, for a request that needs
+        no renewal, no release of an expired hold and no look at an idempotency record."""
+        now, expires_at = _instant(now), _instant(expires_at)
+        account, key = request.account, request.idempotency_key
+        self.acquire("reserving credits")
+        try:
+            wallet = self.wallets.get(account)
+            if wallet is None or not _chargeable_as_is(wallet, now):
+                return None
+            if any(hold.expires_at <= now for hold in wallet.holds.values()):
+                return None
+            if key is not None and (account, key) in self.keys:
+                return None
+            owned = self._owned_among(account, request.unique_keys)
+            prices = wallet.plan.prices
+            need = Candidates.among(request, owned=owned, prices=prices).cost
+            capacity = Credits.from_pools(
+                {pool: min(need.of(pool), wallet.available(pool)) for pool in Channel}
+            )
+            hold_id, stored = None, wallet
+            if capacity.email or capacity.mobile:
+                hold_id = f"{account}#{wallet.next_hold_no}"  # as Wallet.place_hold numbers
+                hold = Hold(
+                    hold_id=hold_id, credits=capacity, created_at=now, expires_at=expires_at
+                )
+                stored = attrs.evolve(
+                    wallet,
+                    balances=dict(wallet.balances),
+                    holds={**wallet.holds, hold_id: hold},
+                    next_hold_no=wallet.next_hold_no + 1,
+                    version=wallet.version + 1,
+                    pending_entries=[],
+                )
+                stored.check_invariants()
+            with self.data_lock:
+                self.wallets[account] = stored
+                if key is not None:
+                    self.keys[(account, key)] = IdempotencyRecord(
+                        account=account,
+                        key=key,
+                        fingerprint=request.fingerprint,
+                        hold_id=hold_id,
+                        created_at=now,
+                    )
+            return FastReservation(
+                hold_id=hold_id,
+                capacity=capacity,
+                owned=frozenset(
+                    contact
+                    for contact, known in zip(request.unique, request.unique_keys, strict=True)
+                    if known in owned
+                )
+                if owned
+                else frozenset(),
+                prices=prices,
+            )
+        finally:
+            self.lock.release()
+
+    def settle_fast(
+        self,
+        request: ChargeRequest,
+        *,
+        now: datetime,
+        hold_id: str | None,
+        charged: Candidates,
+        result: ChargeResult,
+    ) -> Settled | BoughtMeanwhile | None:
+        """ports.ChargePath: the units-of-work path's settle, for a request whose hold and
+        idempotency record are still its own, on a wallet that needs no renewal."""
+        now = _instant(now)
+        account, key = request.account, request.idempotency_key
+        self.acquire("settling a charge")
+        try:
+            wallet = self.wallets.get(account)
+            if wallet is None or not _chargeable_as_is(wallet, now):
+                return None
+            held = Credits()
+            if hold_id is not None:
+                hold = wallet.holds.get(hold_id)
+                if hold is None or hold.expires_at <= now:
+                    return None  # the units-of-work path says HoldExpired (R16)
+                held = hold.credits
+            if key is not None:
+                record = self.keys.get((account, key))
+                if record is None or record.result is not None or record.hold_id != hold_id:
+                    return None  # replayed or taken over meanwhile (R17)
+            bought = self._owned_among(account, charged.keys)
+            if bought:  # bought by a concurrent request: free for this one (R12)
+                return BoughtMeanwhile(
+                    contacts=frozenset(
+                        contact
+                        for contact, known in zip(charged.contacts, charged.keys, strict=True)
+                        if known in bought
+                    )
+                )
+            cost = charged.cost
+            invariant(
+                cost.email <= held.email and cost.mobile <= held.mobile,
+                "a charge within its hold (R15, R16)",
+            )
+            ledger, owned = self.ledger_of(account), self.owned_of(account)
+            first_seq = wallet.next_seq
+            invariant(len(ledger) == first_seq, "a wallet numbers its ledger's entries")
+            last_at = ledger.at(first_seq - 1) if first_seq else now
+            at = now if last_at <= now else last_at  # never before the last entry (R19)
+            charges = _Charges(
+                request=request, charged=charged, first_seq=first_seq, at=at, wallet=wallet
+            )
+            holds = dict(wallet.holds)
+            if hold_id is not None:
+                del holds[hold_id]
+            stored = attrs.evolve(
+                wallet,
+                balances={pool: wallet.balances[pool] - cost.of(pool) for pool in Channel},
+                holds=holds,
+                next_seq=first_seq + len(charged),
+                version=wallet.version + 1,
+                pending_entries=[],
+            )
+            stored.check_invariants()
+            with self.data_lock:
+                ledger.add_charges(charges)
+                owned.by_key.update(
+                    zip(charged.keys, range(first_seq, first_seq + len(charged)), strict=True)
+                )
+                self.wallets[account] = stored
+                if key is not None:
+                    self.keys[(account, key)] = IdempotencyRecord(
+                        account=account,
+                        key=key,
+                        fingerprint=request.fingerprint,
+                        hold_id=None,
+                        created_at=now,
+                        result=result,
+                    )
+            return Settled()
+        finally:
+            self.lock.release()
+
+    def _owned_among(self, account: str, keys: Sequence[str]) -> frozenset[str]:
+        """The keys among `keys` of data the account owns: one C-level pass."""
+        owned = self.owned_by.get(account)
+        if owned is None or not owned.by_key:
+            return frozenset()
+        return frozenset(owned.by_key.keys() & keys)
 
     @staticmethod
     def _check_limit(limit: int) -> int:
@@ -344,15 +762,19 @@ class InMemoryRepository:
         until = None if until is None else require_utc(until, "until")
         self._check_limit(limit)
         with self.data_lock:
-            ledger = self.ledgers.get(account, [])
+            ledger = self.ledgers.get(account)
+            if ledger is None or limit == 0:
+                return []
             start = after_seq + 1  # seq is the entry's index in its account's ledger
             if since is not None:
-                start = max(start, bisect.bisect_left(ledger, since, key=lambda e: e.at))
+                start = max(start, ledger.first_at_or_after(since))
             page: list[LedgerEntry] = []
-            for entry in ledger[start:]:
-                if len(page) >= limit or (until is not None and entry.at >= until):
+            for entry in ledger.iter_from(start):
+                if until is not None and entry.at >= until:
                     break
                 page.append(entry)
+                if len(page) >= limit:
+                    break
             return page
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
@@ -361,12 +783,10 @@ class InMemoryRepository:
         check_account(account)
         at = require_utc(at, "at")
         with self.data_lock:
-            ledger = self.ledgers.get(account, [])
-            end = bisect.bisect_right(ledger, at, key=lambda e: e.at)
-            for entry in reversed(ledger[:end]):
-                if entry.pool is pool:
-                    return entry
-            return None
+            ledger = self.ledgers.get(account)
+            if ledger is None:
+                return None
+            return ledger.last_of(pool, ledger.first_after(at))
 
     def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:
         now = require_utc(now, "now")
@@ -395,6 +815,12 @@ class InMemoryRepository:
             cursor = (after.channel.value, after.value)
             order = [r for r in order if (r.contact.channel.value, r.contact.value) > cursor]
         return order[:limit]
+
+
+def _chargeable_as_is(wallet: Wallet, now: datetime) -> bool:
+    """Can the set-based path charge this wallet without the aggregate's help: is it
+    active (R6), with no renewal due (R3..R7)?"""
+    return wallet.status is Status.ACTIVE and wallet.period().end > now
 
 
 class InMemoryApiKeyStore:

@@ -33,7 +33,7 @@ from typing import Protocol, Self, runtime_checkable
 
 import attrs
 
-from credits_domain.charging import Candidate, ChargeRequest, ChargeResult
+from credits_domain.charging import Candidates, ChargeRequest, ChargeResult
 from credits_domain.contact import Channel, Contact
 from credits_domain.dedup import Ownership
 from credits_domain.keys import IssuedKey
@@ -292,6 +292,11 @@ class ChargePath(Protocol):
       `charged` is owned by now, BoughtMeanwhile and no change; else one CHARGE entry per
       datum in order (R19), never before the account's last entry, ownership (R12), the
       hold released, `result` stored on the key (R17).
+
+    Both take the batch as columns (`request.unique`/`unique_keys`, `charged.contacts`/
+    `keys`/`prices`), so that an adapter can work set-based; `charged` also reads as a
+    sequence of `Candidate`. `credits_domain.testing.ChargePathContract` holds an
+    adapter to all of this (the in-memory and SQL adapters pass it).
     """
 
     def reserve_fast(
@@ -304,6 +309,6 @@ class ChargePath(Protocol):
         *,
         now: datetime,
         hold_id: str | None,
-        charged: Sequence[Candidate],
+        charged: Candidates,
         result: ChargeResult,
     ) -> Settled | BoughtMeanwhile | None: ...

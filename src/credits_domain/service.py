@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -23,11 +24,12 @@ from typing import TypeVar
 import attrs
 
 from credits_domain.charging import (
-    Candidate,
+    Candidates,
     ChargeRequest,
     ChargeResult,
     Settlement,
     charge_result,
+    datum_key,
     settle,
 )
 from credits_domain.contact import Channel, Contact
@@ -123,25 +125,32 @@ class _Reservation:
     """What reserve decided: the hold, and the new data it is for, priced (R2, R16)."""
 
     hold_id: str | None
-    candidates: tuple[Candidate, ...]
+    candidates: Candidates
     capacity: Credits
-    owned: frozenset[Contact]
+    owned: frozenset[str]  # the keys (datum_key) of the request's data owned already
 
 
 @attrs.frozen(kw_only=True)
 class _Verified:
-    """What verification ended with: every datum decided, from these verdicts and owned data."""
+    """What verification ended with: every datum decided, from these verdicts (one per
+    candidate, None if never verified) and the keys of the data known to be owned."""
 
     settlement: Settlement
-    verdicts: Mapping[Contact, Verdict]
-    owned: frozenset[Contact]
+    verdicts: tuple[Verdict | None, ...]
+    owned: frozenset[str]
 
 
 @attrs.frozen
 class _NewlyOwned:
-    """Data a concurrent request bought while this one was verified (R12)."""
+    """The keys of data a concurrent request bought while this one was verified (R12)."""
 
-    contacts: frozenset[Contact]
+    keys: frozenset[str]
+
+
+# A Verdict cannot be subclassed (an enum with members), so `type(v) is Verdict` is
+# `isinstance(v, Verdict)`, and a batch's answer is checked with one C-level pass.
+_VERDICT_TYPE = frozenset({Verdict})
+_CONTACT_TYPE = frozenset({Contact})
 
 
 class CreditService:
@@ -517,17 +526,18 @@ class CreditService:
     def _check_contacts(self, contacts: Iterable[Contact]) -> list[Contact]:
         if isinstance(contacts, (str, bytes, Contact)):
             raise InvalidRequest("contacts must be an iterable of Contact, not a single value")
-        checked: list[Contact] = []
-        for contact in contacts:
-            if not isinstance(contact, Contact):
-                raise InvalidRequest(
-                    f"contacts must be Contact values (Contact.email(...)), got {contact!r}"
-                )
-            checked.append(contact)
-            if len(checked) > self._policy.max_batch:
-                raise BatchTooLarge(
-                    f"at most {self._policy.max_batch} contacts per request; split the batch"
-                )
+        # One more than the limit tells a batch too large, without reading an endless one.
+        checked = list(itertools.islice(contacts, self._policy.max_batch + 1))
+        if not set(map(type, checked)) <= _CONTACT_TYPE:  # one C-level pass, then the culprit
+            for contact in checked:
+                if not isinstance(contact, Contact):
+                    raise InvalidRequest(
+                        f"contacts must be Contact values (Contact.email(...)), got {contact!r}"
+                    )
+        if len(checked) > self._policy.max_batch:
+            raise BatchTooLarge(
+                f"at most {self._policy.max_batch} contacts per request; split the batch"
+            )
         return checked
 
     def _charge(
@@ -550,18 +560,17 @@ class CreditService:
         )
         if isinstance(reserved, ChargeResult):
             return reserved
+        candidates = reserved.candidates
         owned = set(reserved.owned)
-        verdicts: dict[Contact, Verdict] = {}
+        verdicts: list[Verdict | None] = [None] * len(candidates)
         # Each pass verifies at least one more datum or learns that one more is owned.
-        for _ in range(2 * len(reserved.candidates) + 2):
-            settlement = settle(
-                reserved.candidates, verdicts, owned, reserved.capacity, self._policy
-            )
+        for _ in range(2 * len(candidates) + 2):
+            settlement = settle(candidates, verdicts, owned, reserved.capacity, self._policy)
             if not settlement.complete:
-                verdicts.update(self._verify(settlement.to_verify))
+                self._verify_into(verdicts, candidates, settlement.to_verify)
                 continue
             verified = _Verified(
-                settlement=settlement, verdicts=dict(verdicts), owned=frozenset(owned)
+                settlement=settlement, verdicts=tuple(verdicts), owned=frozenset(owned)
             )
             settled = self._settle_fast(request, reserved, verified) or self._transact(
                 functools.partial(
@@ -570,8 +579,8 @@ class CreditService:
             )
             if isinstance(settled, ChargeResult):
                 return settled
-            invariant(not settled.contacts <= owned, "settle must learn something new")
-            owned |= settled.contacts
+            invariant(not settled.keys <= owned, "settle must learn something new")
+            owned |= settled.keys
         raise AssertionError("invariant broken: settlement did not converge")
 
     def _reserve(self, uow: UnitOfWork, *, request: ChargeRequest) -> _Reservation | ChargeResult:
@@ -584,16 +593,10 @@ class CreditService:
             uow.save_wallet(wallet)
             return replay
         wallet.require_chargeable()
-        owned = uow.dedup.owned(account, request.unique)
-        prices = {channel: wallet.plan.price_of(channel) for channel in Channel}
-        candidates = tuple(
-            Candidate(contact=c, price=prices[c.channel]) for c in request.unique if c not in owned
-        )
-        need = dict.fromkeys(Channel, 0)
-        for candidate in candidates:
-            need[candidate.price.pool] += candidate.price.credits
+        owned = frozenset(map(datum_key, uow.dedup.owned(account, request.unique)))
+        candidates = Candidates.among(request, owned=owned, prices=wallet.plan.prices)
         capacity = Credits.from_pools(
-            {pool: min(need[pool], wallet.available(pool)) for pool in Channel}
+            {pool: min(candidates.cost.of(pool), wallet.available(pool)) for pool in Channel}
         )
         hold_id = None
         if capacity.email or capacity.mobile:
@@ -610,9 +613,7 @@ class CreditService:
             )
         wallet.check_invariants()
         uow.save_wallet(wallet)
-        return _Reservation(
-            hold_id=hold_id, candidates=candidates, capacity=capacity, owned=frozenset(owned)
-        )
+        return _Reservation(hold_id=hold_id, candidates=candidates, capacity=capacity, owned=owned)
 
     def _reserve_fast(self, request: ChargeRequest) -> _Reservation | None:
         """Reserve in one call where the repository can (ports.ChargePath); None: the
@@ -629,16 +630,12 @@ class CreditService:
         answer = self._retrying(call)
         if answer is None:
             return None
-        candidates = tuple(
-            Candidate(contact=c, price=answer.prices[c.channel])
-            for c in request.unique
-            if c not in answer.owned
-        )
+        owned = frozenset(map(datum_key, answer.owned))
         return _Reservation(
             hold_id=answer.hold_id,
-            candidates=candidates,
+            candidates=Candidates.among(request, owned=owned, prices=answer.prices),
             capacity=answer.capacity,
-            owned=answer.owned,
+            owned=owned,
         )
 
     def _settle_fast(
@@ -662,19 +659,30 @@ class CreditService:
         if isinstance(answer, Settled):
             return result
         if isinstance(answer, BoughtMeanwhile):
-            return _NewlyOwned(answer.contacts)
+            return _NewlyOwned(frozenset(map(datum_key, answer.contacts)))
         return None
 
-    def _verify(self, contacts: Sequence[Contact]) -> dict[Contact, Verdict]:
+    def _verify_into(
+        self, verdicts: list[Verdict | None], candidates: Candidates, asked: Sequence[int]
+    ) -> None:
+        """Verify the candidates at the indexes `asked`, and write down their verdicts."""
+        if len(asked) == len(candidates):
+            verdicts[:] = self._verify(candidates.contacts)
+            return
+        contacts = candidates.contacts
+        answer = self._verify(tuple([contacts[index] for index in asked]))
+        for index, verdict in zip(asked, answer, strict=True):
+            verdicts[index] = verdict
+
+    def _verify(self, contacts: tuple[Contact, ...]) -> list[Verdict]:
         """Ask the verifier; any failure or malformed answer is UNKNOWN: no charge (R10)."""
-        unknown = dict.fromkeys(contacts, Verdict.UNKNOWN)
         try:
-            answer = list(self._verifier.verify(tuple(contacts)))
+            answer = list(self._verifier.verify(contacts))
         except Exception:  # the verifier is outside our control; never charge on failure
-            return unknown
-        if len(answer) != len(contacts) or not all(isinstance(v, Verdict) for v in answer):
-            return unknown
-        return dict(zip(contacts, answer, strict=True))
+            return [Verdict.UNKNOWN] * len(contacts)
+        if len(answer) != len(contacts) or not set(map(type, answer)) <= _VERDICT_TYPE:
+            return [Verdict.UNKNOWN] * len(contacts)
+        return answer
 
     def _settle(
         self,
@@ -691,9 +699,9 @@ class CreditService:
         if replay is not None:
             return replay
         chosen = verified.settlement.charged(reserved.candidates)
-        bought_meanwhile = uow.dedup.owned(request.account, [c.contact for c in chosen])
+        bought_meanwhile = uow.dedup.owned(request.account, chosen.contacts)
         if bought_meanwhile:
-            return _NewlyOwned(frozenset(bought_meanwhile))
+            return _NewlyOwned(frozenset(map(datum_key, bought_meanwhile)))
         if reserved.hold_id is not None:
             wallet.release_hold(reserved.hold_id)
         uow.dedup.add(self._charge_each(wallet, request, chosen, now))
@@ -760,7 +768,7 @@ class CreditService:
 
     @staticmethod
     def _charge_each(
-        wallet: Wallet, request: ChargeRequest, chosen: Sequence[Candidate], now: datetime
+        wallet: Wallet, request: ChargeRequest, chosen: Candidates, now: datetime
     ) -> list[Ownership]:
         """One CHARGE entry per datum (R19), and the ownership each buys (R12)."""
         plan, period = wallet.plan.name, wallet.period_index

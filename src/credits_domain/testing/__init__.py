@@ -9,15 +9,20 @@ Needs the `testing` extra (hypothesis, pytest); the core never imports it.
   CreditService on your Repository against the model (R12, R15, R20 as invariants).
 - `RepositoryContract`, `ApiKeyStoreContract`: the contract test suites every Repository
   and ApiKeyStore adapter passes, error paths included.
+- `ChargePathContract`: the contract of the optional set-based charging port
+  (`ports.ChargePath`); `ChosenPaths` makes a service take one path or the other.
 """
 
 from credits_domain.testing import strategies
+from credits_domain.testing.charge_path import ChargePathContract, ChosenPaths
 from credits_domain.testing.contract import ApiKeyStoreContract, RepositoryContract
 from credits_domain.testing.machine import CreditsStateMachine, make_state_machine
 from credits_domain.testing.model import ReferenceModel
 
 __all__ = [
     "ApiKeyStoreContract",
+    "ChargePathContract",
+    "ChosenPaths",
     "CreditsStateMachine",
     "ReferenceModel",
     "RepositoryContract",
