@@ -36,7 +36,7 @@ from credits_domain import (
     Price,
     Settled,
 )
-from credits_domain.charging import Candidate, ChargeRequest
+from credits_domain.charging import Candidates, ChargeRequest
 from credits_domain.errors import invariant
 
 _POOLS: Final = {channel.value: channel for channel in Channel}
@@ -179,11 +179,12 @@ class FastPath:
         *,
         now: datetime,
         hold_id: str | None,
-        charged: Sequence[Candidate],
+        charged: Candidates,
         result: ChargeResult,
     ) -> Settled | BoughtMeanwhile | None:
         key = request.idempotency_key
         stored = None if key is None else json.dumps(result_to_json(result))
+        prices = charged.prices
         with translated("settling a charge", url=self._engine.url, outcome_unknown=True):
             if self._postgres:
                 row = self._call(
@@ -191,10 +192,10 @@ class FastPath:
                     (
                         request.account, now.isoformat(), hold_id, key,
                         request.operation._value_, request.destination,
-                        _array([c.contact.channel._value_ for c in charged]),
-                        _array([c.contact.value for c in charged]),
-                        _array([c.price.pool._value_ for c in charged]),
-                        _array([c.price.credits for c in charged]),
+                        _array([c.channel._value_ for c in charged.contacts]),
+                        _array([c.value for c in charged.contacts]),
+                        _array([prices[c.channel].pool._value_ for c in charged.contacts]),
+                        _array([prices[c.channel].credits for c in charged.contacts]),
                         stored,
                     ),
                 )  # fmt: skip
@@ -205,7 +206,7 @@ class FastPath:
                     return Settled()
                 if status == "conflict":
                     return BoughtMeanwhile(
-                        contacts=frozenset(charged[i - 1].contact for i in _positions(owned_at))
+                        contacts=frozenset(charged.contacts[i - 1] for i in _positions(owned_at))
                     )
                 return None
             with self._engine.begin() as connection:
@@ -238,6 +239,10 @@ class FastPath:
         except psycopg.errors.UndefinedFunction:
             self._functions = False
             return None
+        except psycopg.errors.IntegrityConstraintViolation as error:
+            if "invariant broken" in str(error):  # a bug, as errors.invariant() says one
+                raise AssertionError(str(error)) from error
+            raise sa_exc.DBAPIError.instance(statement, parameters, error, psycopg.Error) from error
         except psycopg.Error as error:
             broken = bool(getattr(driver, "broken", False) or driver.closed)
             if broken:
@@ -296,7 +301,7 @@ class FastPath:
         request: ChargeRequest,
         now: datetime,
         hold_id: str | None,
-        charged: Sequence[Candidate],
+        charged: Candidates,
         stored: str | None,
     ) -> Settled | BoughtMeanwhile | None:
         account, key = request.account, request.idempotency_key
@@ -315,7 +320,7 @@ class FastPath:
             record = run(_LITE_KEY, (account, key)).one_or_none()
             if record is None or record[1] or record[0] != hold_id:
                 return None  # replayed or taken over meanwhile (R17)
-        bought = self._lite_owned(connection, account, [c.contact for c in charged])
+        bought = self._lite_owned(connection, account, charged.contacts)
         if bought:
             return BoughtMeanwhile(contacts=bought)
         last = run(_LITE_LAST_AT, (account,)).first()
@@ -327,23 +332,23 @@ class FastPath:
         entries: list[tuple[Any, ...]] = []
         owned: list[tuple[Any, ...]] = []
         operation, destination = request.operation._value_, request.destination
-        for candidate in charged:
-            contact, pool, credits = (
-                candidate.contact,
-                candidate.price.pool,
-                candidate.price.credits,
-            )
+        priced = {
+            channel: (price.pool, price.pool._value_, price.credits)
+            for channel, price in charged.prices.items()
+        }
+        for contact in charged.contacts:
+            channel = contact.channel
+            pool, pool_name, credits = priced[channel]
             total[pool] += credits
             balances[pool] -= credits
             entries.append(
-                (account, seq, pool._value_, -credits, charged_at, balances[pool], operation,
-                 f"{contact.channel._value_}:{contact.value}", plan_name, wallet[7], key,
+                (account, seq, pool_name, -credits, charged_at, balances[pool], operation,
+                 f"{channel._value_}:{contact.value}", plan_name, wallet[7], key,
                  destination)
             )  # fmt: skip
             owned.append(
-                (account, contact.channel._value_, contact.value, pool._value_, credits,
-                 charged_at, seq)
-            )  # fmt: skip
+                (account, channel._value_, contact.value, pool_name, credits, charged_at, seq)
+            )
             seq += 1
         invariant(
             total[Channel.EMAIL] <= held.email and total[Channel.MOBILE] <= held.mobile,

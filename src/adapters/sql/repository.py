@@ -87,7 +87,7 @@ from credits_domain import (
     Ownership,
     Settled,
 )
-from credits_domain.charging import Candidate, ChargeRequest
+from credits_domain.charging import Candidates, ChargeRequest
 from credits_domain.limits import check_account
 from credits_domain.periods import require_utc
 
@@ -180,7 +180,7 @@ class SqlRepository:
         *,
         now: datetime,
         hold_id: str | None,
-        charged: Sequence[Candidate],
+        charged: Candidates,
         result: ChargeResult,
     ) -> Settled | BoughtMeanwhile | None:
         """ports.ChargePath: settle in one call (see adapters.sql.fast_path)."""
