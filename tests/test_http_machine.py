@@ -440,7 +440,7 @@ class ApiVersusCore(RuleBasedStateMachine):
         assert response.status_code == 404
         assert response.json()["type"].endswith("/unknown-account")
         assert response.json()["detail"] == f"account {other!r} has never subscribed; " + (
-            "call subscribe() first"
+            "subscribe it to a plan first"
         )
 
     @rule(contact=st.sampled_from(UNIVERSE), verdict=st.sampled_from(list(Verdict)))

@@ -33,6 +33,10 @@ horizon of renewals (`wallet.MAX_RENEWALS_PER_CATCH_UP`); beyond it dates leave 
 calendar's range."""
 MAX_STATEMENT_CURSOR: Final = 10**15
 """The highest ledger sequence number a client may give as a statement cursor."""
+MAX_ACCOUNTS_PAGE: Final = 1_000
+"""Accounts a client may ask for in one page of the list of accounts."""
+MAX_API_KEYS_PAGE: Final = 1_000
+"""API keys a client may ask for in one page of the list of keys."""
 
 
 def _printable(text: str) -> bool:
