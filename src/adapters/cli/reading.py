@@ -24,12 +24,13 @@ from adapters.cli.support import (
     DbOption,
     Format,
     FormatOption,
+    bounded,
     db_hint,
     reported,
     wired,
 )
 from credits_domain import Balance, CreditService, EntryKind, LedgerEntry, Subscription
-from credits_domain.limits import MAX_ACCOUNTS_PAGE, MAX_STATEMENT_CURSOR
+from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH, MAX_ACCOUNTS_PAGE, MAX_STATEMENT_CURSOR
 
 MAX_STATEMENT_ENTRIES = 10_000_000  # what one `statement` prints at most
 
@@ -91,7 +92,10 @@ def accounts(
     after: Annotated[
         str | None,
         typer.Option(
-            "--after", metavar="ACCOUNT", help="Start after this account id (the last one shown)."
+            "--after",
+            metavar="ACCOUNT",
+            help="Start after this account id (the last one shown).",
+            callback=bounded(MAX_ACCOUNT_ID_LENGTH),
         ),
     ] = None,
     limit: Annotated[

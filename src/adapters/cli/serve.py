@@ -43,12 +43,13 @@ from adapters.cli.support import (
     VerifierDialect,
     VerifierDialectOption,
     VerifierUrlOption,
+    bounded,
     reported,
     verifier_settings,
     wired,
 )
 from credits_domain import ApiKeyInfo
-from credits_domain.limits import DEFAULT_API_BATCH, MAX_API_KEYS_PAGE
+from credits_domain.limits import DEFAULT_API_BATCH, MAX_ACCOUNT_ID_LENGTH, MAX_API_KEYS_PAGE
 
 DEFAULT_PORT = 8000
 
@@ -116,7 +117,11 @@ def _key_row(key: ApiKeyInfo) -> dict[str, object]:
 def keys_list(
     account: Annotated[
         str | None,
-        typer.Argument(metavar="ACCOUNT", help="Only the keys of this account (default: all)."),
+        typer.Argument(
+            metavar="ACCOUNT",
+            help="Only the keys of this account (default: all).",
+            callback=bounded(MAX_ACCOUNT_ID_LENGTH),
+        ),
     ] = None,
     after: Annotated[
         str | None,
@@ -124,6 +129,7 @@ def keys_list(
             "--after",
             metavar="KEY_ID",
             help="Start after this key id (the last of the page before).",
+            callback=bounded(16),
         ),
     ] = None,
     limit: Annotated[
