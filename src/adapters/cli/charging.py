@@ -443,10 +443,12 @@ def _charge_file(
     if tally.in_flight:
         spans = ", ".join(f"lines {a:,} to {b:,}" for a, b in tally.in_flight[:5])
         more = f" and {len(tally.in_flight) - 5} more" if len(tally.in_flight) > 5 else ""
+        many = len(tally.in_flight) > 1
         fail(
-            f"{len(tally.in_flight)} batch{'es' if len(tally.in_flight) > 1 else ''} "
-            f"({spans}{more}) were not charged: an earlier run of this command is still "
-            f"charging them, or died doing so; their rows say in_flight. Run the same "
+            f"{len(tally.in_flight)} batch{'es' if many else ''} ({spans}{more}) "
+            f"{'were' if many else 'was'} not charged: an earlier run of this command is still "
+            f"charging {'them' if many else 'it'}, or died doing so; their rows say in_flight. "
+            "Run the same "
             f"command again in {hold_ttl_s // 60} minutes, once its holds have expired "
             "(R16): the other batches are replayed, not charged twice"
         )
