@@ -63,6 +63,7 @@ from credits_domain import (
     NotCharged,
     Outcome,
     Period,
+    PeriodOutOfRange,
     PlanChange,
     RefundWindowClosed,
     Subscription,
@@ -131,6 +132,7 @@ PROBLEMS: Final[dict[type[CreditsError], tuple[int, str]]] = {
     NotAnEmail: (422, "not-an-email"),
     AlreadyRefunded: (409, "already-refunded"),
     RefundWindowClosed: (409, "refund-window-closed"),
+    PeriodOutOfRange: (422, "invalid-request"),  # a statement of a period not begun
 }
 PROBLEM_BASE: Final = "https://credits-domain.dev/problems/"
 
