@@ -67,6 +67,7 @@ from credits_domain import (
     CreditService,
     HoldExpired,
     ItemResult,
+    MalformedContact,
     NoActiveSubscription,
     Operation,
     Outcome,
@@ -258,8 +259,10 @@ def charge(
     ):
         if given is not None:
             fail(f"{option} is for a CSV file, not contacts given as arguments", EXIT_USAGE)
-    with reported():
+    try:
         contacts = [_contact(text, region) for text in inputs]
+    except MalformedContact as exc:
+        fail(f"{exc}; nothing was charged")
     with reported(), wired(settings) as wiring:
         result = request.call(wiring.service, contacts, key)
         pools = wiring.service.balance(account)
@@ -365,7 +368,7 @@ def _sink(out: Path | None) -> Iterator[TextIO]:
         yield file
 
 
-def _progress(total: int) -> Progress:
+def _progress() -> Progress:
     console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
@@ -376,6 +379,9 @@ def _progress(total: int) -> Progress:
         TimeRemainingColumn(),
         console=console,
         disable=not console.is_terminal,  # a log or a pipe gets the summary only
+        # The CSV goes to standard output as it is; lines for people (stderr) go above
+        # the bar.
+        redirect_stdout=False,
     )
 
 
@@ -415,10 +421,11 @@ def _charge_file(
         run = _run_id(scanned, request, batch, reader.layout)
         tally = _Tally()
         line = 1
-        with _sink(out) as sink, _progress(max(scanned.lines - 1, 0)) as progress:
+        with _sink(out) as sink, _progress() as progress:
             writer = csvfile.CsvWriter(sink, reader.layout, scanned)
-            task = progress.add_task(f"{request.operation.value} {path.name}", total=None)
-            progress.update(task, total=max(scanned.lines - 1, 0))
+            task = progress.add_task(
+                f"{request.operation.value} {path.name}", total=max(scanned.lines - 1, 0)
+            )
             try:
                 for number, rows in enumerate(_batched(reader.rows(), batch)):
                     line = rows[0].line
