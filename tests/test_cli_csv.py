@@ -164,6 +164,9 @@ def test_columns_named_by_the_caller(cli: Cli) -> None:
     )  # fmt: skip
     assert done.out.splitlines()[1].endswith(",2,charged,charged")
     assert sorted(cli.charged("acme")) == ["+447700900002", "h@home.com"]
+    too_long = "n" * (csvfile.MAX_COLUMN_NAME + 1)
+    refused = cli.run("unlock", "acme", str(leads), "--email-column", too_long, "--demo-verifier")
+    assert refused.code == 2 and "at most 200 characters, got 201" in refused.err
     missing = cli.run("unlock", "acme", str(leads), "--email-column", "mail", "--demo-verifier")
     assert missing.error_line().endswith(
         "has no column named 'mail' (its columns: 'Work', 'Home', 'Cell No')"

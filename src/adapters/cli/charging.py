@@ -134,7 +134,7 @@ EmailColumnOption = Annotated[
         metavar="NAME",
         help="The CSV file's email column (default: found by name: email, e-mail, mail, "
         "email_address, ...).",
-        callback=bounded(csvfile.MAX_SHOWN * 4),
+        callback=bounded(csvfile.MAX_COLUMN_NAME),
     ),
 ]
 MobileColumnOption = Annotated[
@@ -144,7 +144,7 @@ MobileColumnOption = Annotated[
         metavar="NAME",
         help="The CSV file's mobile column (default: found by name: mobile, phone, "
         "mobile_phone, phone_number, ...).",
-        callback=bounded(csvfile.MAX_SHOWN * 4),
+        callback=bounded(csvfile.MAX_COLUMN_NAME),
     ),
 ]
 KeyOption = Annotated[

@@ -47,6 +47,8 @@ MAX_LINE_BYTES: Final = 64 * 2**10
 MAX_RECORD_LINES: Final = 100
 """Lines one record may span (quoted fields holding line breaks)."""
 MAX_SHOWN = 60  # characters of a value quoted back in a message
+MAX_COLUMN_NAME = 200
+"""Characters of a column's name given with --email-column or --mobile-column."""
 
 BOM: Final = b"\xef\xbb\xbf"
 ADDED = ("line", "email_outcome", "mobile_outcome")
