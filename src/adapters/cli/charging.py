@@ -455,9 +455,9 @@ def _charge_file(
             f"{len(tally.in_flight)} batch{'es' if many else ''} ({spans}{more}) "
             f"{'were' if many else 'was'} not charged: an earlier run of this command is still "
             f"charging {'them' if many else 'it'}, or died doing so; their rows say in_flight. "
-            "Run the same "
-            f"command again in {hold_ttl_s // 60} minutes, once its holds have expired "
-            "(R16): the other batches are replayed, not charged twice"
+            "Run the same command again once its holds have expired (R16), at most "
+            f"{hold_ttl_s // 60} minutes after that run: the other batches are replayed, not "
+            "charged twice"
         )
 
 
