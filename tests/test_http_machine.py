@@ -63,6 +63,7 @@ from credits_domain import (
     NotCharged,
     Outcome,
     Period,
+    PeriodOutOfRange,
     PlanChange,
     RefundWindowClosed,
     Subscription,
@@ -131,6 +132,7 @@ PROBLEMS: Final[dict[type[CreditsError], tuple[int, str]]] = {
     NotAnEmail: (422, "not-an-email"),
     AlreadyRefunded: (409, "already-refunded"),
     RefundWindowClosed: (409, "refund-window-closed"),
+    PeriodOutOfRange: (422, "invalid-request"),  # a statement of a period not begun
 }
 PROBLEM_BASE: Final = "https://credits-domain.dev/problems/"
 
@@ -440,7 +442,7 @@ class ApiVersusCore(RuleBasedStateMachine):
         assert response.status_code == 404
         assert response.json()["type"].endswith("/unknown-account")
         assert response.json()["detail"] == f"account {other!r} has never subscribed; " + (
-            "call subscribe() first"
+            "subscribe it to a plan first"
         )
 
     @rule(contact=st.sampled_from(UNIVERSE), verdict=st.sampled_from(list(Verdict)))

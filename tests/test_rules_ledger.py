@@ -334,8 +334,8 @@ def test_worked_example_rollover() -> None:
     w.service.subscribe(ACCOUNT, "boost")
     assert w.service.unlock(ACCOUNT, emails(7_500)).charged(Channel.EMAIL) == 7_500
     assert w.balance().email == 4_500
+    w.clock.set(w.service.period(ACCOUNT).end)  # period 1 begins
     next_period = w.service.period(ACCOUNT, 1)
-    w.clock.set(next_period.start)
     assert w.balance().email == 16_500
     grants = of_kind(list(w.service.statement(ACCOUNT, next_period)), EntryKind.GRANT)
     assert [(e.pool, e.amount, e.balance_after) for e in grants] == [

@@ -241,6 +241,8 @@ def test_r4_period_clamps_to_month_end(
     anchor, so a short month never drags later periods to an earlier day."""
     w = make_world(start=anchor)
     w.service.subscribe(ACCOUNT, "boost")
+    y, m, d = expected_ends[-1]
+    w.clock.set(datetime(y, m, d, 9, 0, tzinfo=UTC))  # in the last period: all have begun
     ends = [w.service.period(ACCOUNT, i).end for i in range(len(expected_ends))]
     assert ends == [datetime(y, m, d, 10, 0, tzinfo=UTC) for y, m, d in expected_ends]
     for i in range(1, len(expected_ends)):
@@ -251,6 +253,7 @@ def test_r4_leap_day_anchor_clamps_to_feb_28_in_a_common_year() -> None:
     """R4: an anchor on Feb 29 renews on Feb 28 in a common year and on Mar 29 after."""
     w = make_world(start=datetime(2024, 2, 29, tzinfo=UTC))
     w.service.subscribe(ACCOUNT, "boost")
+    w.clock.set(datetime(2025, 3, 29, tzinfo=UTC))  # period 13 has begun
     assert w.service.period(ACCOUNT, 12).start == datetime(2025, 2, 28, tzinfo=UTC)
     assert w.service.period(ACCOUNT, 13).start == datetime(2025, 3, 29, tzinfo=UTC)
 

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 DEFAULT_DATABASE_URL = "sqlite:///credits.db"
 """The embedded default: an SQLite file in the current directory."""
+DEMO_DATABASE_URL = "sqlite:///credits-demo.db"
+"""Where `credits demo` writes unless told: a file of its own beside the default, so
+that the demo's accounts (acme, ...) never take the names of a real walk-through."""
 
 
 @attrs.frozen(kw_only=True)
@@ -105,7 +108,8 @@ def build_verifier(settings: Settings) -> Verifier:
             ) from None
         return HttpVerifier(settings.verifier_url, dialect=dialect)
     if settings.verifier_script is not None:
-        return ScriptedVerifier(settings.verifier_script)
+        # Nothing reads what it was asked: recording it would grow with every request.
+        return ScriptedVerifier(settings.verifier_script, record_calls=False)
     return NoVerifier()
 
 

@@ -30,6 +30,7 @@ import attrs
 
 from credits_domain import (
     AlreadyRefunded,
+    ApiKeyInfo,
     BoughtMeanwhile,
     Cause,
     Channel,
@@ -59,6 +60,7 @@ from credits_domain.keys import (
     KEY_ENTROPY_BYTES,
     ApiKeyRecord,
     IssuedKey,
+    check_key_id,
     key_id_of,
     new_key,
     verify,
@@ -816,6 +818,14 @@ class InMemoryRepository:
             order = [r for r in order if (r.contact.channel.value, r.contact.value) > cursor]
         return order[:limit]
 
+    def accounts(self, *, after: str | None = None, limit: int) -> Sequence[str]:
+        after = None if after is None else check_account(after)
+        self._check_limit(limit)
+        with self.data_lock:
+            ids = [a for a in self.wallets if after is None or a > after]
+        # heapq would avoid sorting every id; a listing for an operator needs no more.
+        return sorted(ids)[:limit]
+
 
 def _chargeable_as_is(wallet: Wallet, now: datetime) -> bool:
     """Can the set-based path charge this wallet without the aggregate's help: is it
@@ -856,3 +866,23 @@ class InMemoryApiKeyStore:
                 return False
             self._records[key_id] = attrs.evolve(record, revoked_at=self._clock.now())
             return True
+
+    def list_keys(
+        self, *, account: str | None = None, after: str | None = None, limit: int
+    ) -> Sequence[ApiKeyInfo]:
+        account = None if account is None else check_account(account)
+        after = None if after is None else check_key_id(after)
+        if not _whole(limit) or not 0 <= limit <= MAX_INT64:
+            raise InvalidRequest(f"limit must be a whole number from 0 to 2**63-1, got {limit!r}")
+        with self._lock:
+            records = [
+                r
+                for r in self._records.values()
+                if (account is None or r.account == account) and (after is None or r.key_id > after)
+            ]
+        return [
+            ApiKeyInfo(
+                key_id=r.key_id, account=r.account, created_at=r.created_at, revoked_at=r.revoked_at
+            )
+            for r in sorted(records, key=lambda r: r.key_id)[:limit]
+        ]

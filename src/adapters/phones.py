@@ -21,20 +21,30 @@ from credits_domain import Contact, InvalidRequest, MalformedContact
 MAX_PHONE_INPUT_LENGTH = 64
 
 
-def parse_phone(raw: str, default_region: str) -> Contact:
+def check_region(region: object) -> str:
+    """An ISO 3166-1 alpha-2 region code phonenumbers knows, upper-cased; raises
+    InvalidRequest for anything else."""
+    code = region.upper() if isinstance(region, str) else region
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidRequest(
+            f"a region is an ISO 3166-1 alpha-2 code known to phonenumbers "
+            f"('GB', 'US'), got {region!r}"
+        )
+    return str(code)
+
+
+def parse_phone(raw: str, default_region: str | None) -> Contact:
     """A mobile `Contact` in E.164 from international or national notation.
 
     `default_region` is an ISO 3166-1 alpha-2 code ("GB", "US"): the region a number
-    without a leading "+" (or international prefix) belongs to. An unknown region is a
-    caller's mistake and raises `InvalidRequest`; an unreadable number raises
-    `MalformedContact`.
+    without a leading "+" (or international prefix) belongs to; None accepts only
+    numbers in international form. An unknown region is a caller's mistake and raises
+    `InvalidRequest`; an unreadable number raises `MalformedContact`.
+
+    The trunk prefix some write after the country code, "+44 (0) 7700 900123", is
+    dropped: it is the same datum as "+44 7700 900123" (R12).
     """
-    region = default_region.upper() if isinstance(default_region, str) else default_region
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise InvalidRequest(
-            f"default_region must be an ISO 3166-1 alpha-2 code known to phonenumbers "
-            f"('GB', 'US'), got {default_region!r}"
-        )
+    region = None if default_region is None else check_region(default_region)
     if not isinstance(raw, str):
         raise MalformedContact("mobile", raw, "not a string")
     text = raw.strip()
@@ -45,6 +55,14 @@ def parse_phone(raw: str, default_region: str) -> Contact:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
+        national = not text.startswith("+")
+        if region is None and national and exc.error_type == exc.INVALID_COUNTRY_CODE:
+            raise MalformedContact(
+                "mobile",
+                raw,
+                "no country code: write it in international form (+44 ...) or give the "
+                "region of national numbers",
+            ) from exc
         raise MalformedContact("mobile", raw, f"not a phone number ({exc})") from exc
     if number.extension:
         # E.164 has no extensions: two extensions of one line would collapse into one

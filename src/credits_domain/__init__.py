@@ -33,6 +33,7 @@ from credits_domain.errors import (
     NoActiveSubscription,
     NotAnEmail,
     NotCharged,
+    PeriodOutOfRange,
     RefundRefused,
     RefundWindowClosed,
     RequestInFlight,
@@ -49,6 +50,7 @@ from credits_domain.periods import Period
 from credits_domain.plans import PLANS, Credits, Plan, Price
 from credits_domain.policy import ChargePolicy
 from credits_domain.ports import (
+    ApiKeyInfo,
     ApiKeyStore,
     BoughtMeanwhile,
     ChargePath,
@@ -70,6 +72,7 @@ __all__ = [
     "PLANS",
     "AlreadyRefunded",
     "AlreadySubscribed",
+    "ApiKeyInfo",
     "ApiKeyRecord",
     "ApiKeyStore",
     "Balance",
@@ -109,6 +112,7 @@ __all__ = [
     "Outcome",
     "Ownership",
     "Period",
+    "PeriodOutOfRange",
     "Plan",
     "PlanChange",
     "Price",

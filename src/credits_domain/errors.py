@@ -24,6 +24,23 @@ class InvalidRequest(CreditsError, ValueError):
     """An argument of a call is of the wrong type or out of range; nothing was changed."""
 
 
+class PeriodOutOfRange(InvalidRequest):
+    """A billing period index the account's current subscription has not reached (or a
+    negative one): only periods 0 to the current one exist (R4)."""
+
+    def __init__(self, account: str, index: int, current: int) -> None:
+        periods = (
+            "only period 0 (its current one)"
+            if current == 0
+            else f"periods 0 to {current} ({current} is the current one)"
+        )
+        later = " yet" if index > current else ""
+        super().__init__(f"account {account!r} has {periods}; there is no period {index}{later}")
+        self.account = account
+        self.index = index
+        self.current = current
+
+
 class BatchTooLarge(InvalidRequest):
     """A charging request carries more contacts than the policy's batch limit."""
 
@@ -44,7 +61,7 @@ class UnknownAccount(CreditsError, LookupError):
     """The account has never subscribed."""
 
     def __init__(self, account: str) -> None:
-        super().__init__(f"account {account!r} has never subscribed; call subscribe() first")
+        super().__init__(f"account {account!r} has never subscribed; subscribe it to a plan first")
         self.account = account
 
 
@@ -53,26 +70,31 @@ class NoActiveSubscription(CreditsError):
 
     def __init__(self, account: str) -> None:
         super().__init__(
-            f"account {account!r} has no active subscription; subscribe() to start a new one"
+            f"account {account!r} has no active subscription (it lapsed); subscribe it to a "
+            "plan again to start a new one"
         )
         self.account = account
 
 
 class AlreadySubscribed(CreditsError):
-    """subscribe() on an account whose subscription is still running; use change_plan()."""
+    """Subscribing an account whose subscription is still running; change its plan instead."""
 
     def __init__(self, account: str) -> None:
         super().__init__(
-            f"account {account!r} already has a subscription; use change_plan() to switch plans"
+            f"account {account!r} already has a subscription; to switch plans, change its "
+            "plan instead"
         )
         self.account = account
 
 
 class SubscriptionPaused(CreditsError):
-    """A charge or plan change on a paused subscription (R6); resume() it first."""
+    """A charge or plan change on a paused subscription (R6); resume it first."""
 
     def __init__(self, account: str) -> None:
-        super().__init__(f"account {account!r} is paused; resume() it before charging")
+        super().__init__(
+            f"account {account!r} is paused; resume its subscription before charging or "
+            "changing its plan"
+        )
         self.account = account
 
 

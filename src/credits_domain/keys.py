@@ -84,3 +84,17 @@ def verify(token: str, record: ApiKeyRecord | None) -> str | None:
     if record is None or not matches or record.revoked_at is not None:
         return None
     return record.account
+
+
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def check_key_id(key_id: object) -> str:
+    """A key's public id as `new_key` makes them (16 lowercase hex digits), for reads that
+    take one as a cursor; raises InvalidRequest for anything else."""
+    if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+        raise InvalidRequest(
+            f"a key id is the 16 hex digits after 'ck_' (as `credits keys create` printed "
+            f"it), got {key_id!r}"
+        )
+    return key_id

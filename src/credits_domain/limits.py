@@ -35,6 +35,10 @@ MAX_STATEMENT_CURSOR: Final = 10**15
 """The highest ledger sequence number a client may give as a statement cursor."""
 MAX_REASON_LENGTH: Final = 200
 """Characters of a top-up's reason (R8): it is kept on every ledger entry it makes."""
+MAX_ACCOUNTS_PAGE: Final = 1_000
+"""Accounts a client may ask for in one page of the list of accounts."""
+MAX_API_KEYS_PAGE: Final = 1_000
+"""API keys a client may ask for in one page of the list of keys."""
 
 
 def _printable(text: str) -> bool:

@@ -225,6 +225,30 @@ class Repository(Protocol):
         Contact, an invalid account id."""
         ...
 
+    def accounts(self, *, after: str | None = None, limit: int) -> Sequence[str]:
+        """Up to `limit` committed account ids (every account with a wallet, lapsed ones
+        included) greater than `after`, in code-point order of the id (the order of
+        Python's `sorted`, whatever the database's collation), so that a reader pages
+        through them with the last id of each page as `after`.
+
+        Raises InvalidRequest for an `after` that is not a valid account id, or a limit
+        outside 0..2**63-1 (or not an int)."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class ApiKeyInfo:
+    """What an operator may see of an API key: everything but its hash."""
+
+    key_id: str
+    account: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
 
 @runtime_checkable
 class ApiKeyStore(Protocol):
@@ -245,6 +269,17 @@ class ApiKeyStore(Protocol):
         """Revoke a key: True if it was active, False if it was revoked already.
 
         Raises UnknownApiKey if no key has this id (a malformed id included)."""
+        ...
+
+    def list_keys(
+        self, *, account: str | None = None, after: str | None = None, limit: int
+    ) -> Sequence[ApiKeyInfo]:
+        """Up to `limit` keys (active and revoked; never their hash) with a key id greater
+        than `after`, by key id; only the keys of `account` when it is given (an account
+        without keys has none).
+
+        Raises InvalidRequest for an invalid account id, an `after` that is not a key id
+        (16 hex digits), or a limit outside 0..2**63-1 (or not an int)."""
         ...
 
 

@@ -45,6 +45,7 @@ from credits_domain.errors import (
     NoActiveSubscription,
     NotAnEmail,
     NotCharged,
+    PeriodOutOfRange,
     RefundWindowClosed,
     RequestInFlight,
     UnknownAccount,
@@ -52,6 +53,7 @@ from credits_domain.errors import (
 )
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.limits import (
+    MAX_ACCOUNTS_PAGE,
     STATEMENT_PAGE_SIZE,
     check_account,
     check_destination,
@@ -287,7 +289,14 @@ class CreditService:
         """
         account = check_account(account)
         if not isinstance(credits, Credits) or not (credits.email or credits.mobile):
-            raise InvalidRequest(f"a top-up needs some credits, got {credits!r}")
+            got = (
+                f"email {credits.email} and mobile {credits.mobile}"
+                if isinstance(credits, Credits)
+                else repr(credits)
+            )
+            raise InvalidRequest(
+                f"a top-up needs credits in at least one pool (email or mobile), got {got}"
+            )
         reason = check_reason(reason)
         key = check_idempotency_key(idempotency_key)
         digest = _top_up_fingerprint(credits, reason) if key is not None else ""
@@ -398,12 +407,37 @@ class CreditService:
         return self._read(account, self._view)
 
     def period(self, account: str, index: int | None = None) -> Period:
-        """Billing period `index` of the current subscription (default: the current one)."""
+        """Billing period `index` of the current subscription (default: the current one).
+
+        Periods 0 to the current one exist; any other index raises PeriodOutOfRange,
+        whose message says which exist (a period not begun has no statement yet)."""
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise InvalidRequest(f"a period is a whole number (0 is the first), got {index!r}")
 
         def read(wallet: Wallet) -> Period:
-            return wallet.period() if index is None else Period.of(wallet.anchor, index)
+            if index is None:
+                return wallet.period()
+            if not 0 <= index <= wallet.period_index:
+                raise PeriodOutOfRange(wallet.account, index, wallet.period_index)
+            return Period.of(wallet.anchor, index)
 
         return self._read(account, read)
+
+    def accounts(self, *, after: str | None = None, limit: int = 100) -> list[str]:
+        """Up to `limit` (1 to MAX_ACCOUNTS_PAGE) account ids in order of id, after the id
+        `after` (a cursor: the last id of the page before). Every account that ever
+        subscribed is listed, lapsed ones included."""
+        if after is not None:
+            after = check_account(after)
+        if (
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not 1 <= limit <= MAX_ACCOUNTS_PAGE
+        ):
+            raise InvalidRequest(
+                f"a page of accounts holds 1 to {MAX_ACCOUNTS_PAGE:,} accounts, got {limit!r}"
+            )
+        return list(self._repository.accounts(after=after, limit=limit))
 
     def balance_at(self, account: str, at: datetime) -> Credits:
         """R21: both pools' balances at a past instant, from the ledger."""

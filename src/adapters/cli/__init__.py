@@ -1,10 +1,15 @@
 """The `credits` command (driving side): `main()` is its entry point.
 
-- `main`: the Typer app and the reading and operating commands;
+- `main`: the Typer app, the order of its commands, `renew-due` and `db upgrade`;
+- `reading`: `accounts`, `balance`, `statement` (tables, or CSV and JSON through
+  `output`);
+- `operating`: `subscribe`, `change-plan`, `cancel`, `pause`, `resume`, `top-up`,
+  `bounce`;
+- `charging`: `unlock`, `export`, `enrich`, from arguments or a CSV file (`csvfile`);
 - `demo`, `story`, `replay`: `credits demo`, its scripted story and its replay;
 - `serve`: `credits keys ...` and `credits serve` (the HTTP API, with the `http` extra);
-- `render`, `support`: tables, help pages, and what every command shares (options,
-  errors, wiring).
+- `render`, `output`, `support`: tables, the three output formats, help pages, and what
+  every command shares (options, errors and exit statuses, wiring).
 
 This module imports nothing outside the standard library: the package installs without
 extras (the core alone), and `credits` must then say which extra to install rather
@@ -31,6 +36,10 @@ _EXTRA_OF_MODULE = {
     "phonenumbers": "http",
 }
 _NEEDED_BY = {"sql": "the credits command", "http": "credits serve"}
+_NEEDED_BY_MODULE = {
+    "httpx": "a verification service (--verifier-url) or credits serve",
+    "phonenumbers": "reading mobile numbers (unlock, export, enrich) or credits serve",
+}
 
 
 def version_line() -> str:
@@ -47,8 +56,9 @@ def missing_extra(error: ModuleNotFoundError) -> str | None:
     extra = _EXTRA_OF_MODULE.get(module)
     if extra is None:
         return None
+    needed_by = _NEEDED_BY_MODULE.get(module, _NEEDED_BY[extra])
     return (
-        f"credits: error: {_NEEDED_BY[extra]} needs the {extra} extra ({module} is not "
+        f"credits: error: {needed_by} needs the {extra} extra ({module} is not "
         f"installed); install it with: pip install '{DISTRIBUTION}[{extra}]'"
     )
 

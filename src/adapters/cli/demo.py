@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adapters import bootstrap
-from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
+from adapters.bootstrap import DEMO_DATABASE_URL, Settings
 from adapters.cli import render, story
 from adapters.cli.replay import (
     DemoRun,
@@ -28,13 +28,14 @@ EXCERPT_ROLE = "acme"  # whose statement the demo prints
 EXCERPT_PERIODS = (0, 1)
 
 
-def demo(db: DbOption = DEFAULT_DATABASE_URL) -> None:
+def demo(db: DbOption = DEMO_DATABASE_URL) -> None:
     """Replay five months of four accounts, then show the books.
 
     Four accounts on the shipped plans, January to May 2025, on a scripted clock with
     the in-memory ScriptedVerifier: no real verification, nothing leaves this machine.
-    The database is created (or upgraded) first; on one that holds an earlier run, the
-    accounts get a suffix (acme-2, ...).
+    The database (credits-demo.db here unless --db says otherwise, apart from the
+    other commands' credits.db) is created (or upgraded) first; on one that holds an
+    earlier run, the accounts get a suffix (acme-2, ...).
     """
     console = render.console()
     plot = story.story()

@@ -1,6 +1,7 @@
 """The HTTP API's commands, added to the `credits` command by `register(app)`.
 
     credits keys create ACCOUNT [--db URL]     a new API key, printed once, as the last word
+    credits keys list [ACCOUNT] [--after KEY_ID] [--limit N] [--format FORMAT] [--db URL]
     credits keys revoke KEY_ID [--db URL]      revoke a key (its id is printed at creation)
     credits serve [--db URL] [--host 127.0.0.1] [--port 8000]
                   (--verifier-url URL [--verifier-dialect native] | --demo-verifier)
@@ -24,40 +25,40 @@ Expected errors are one line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated
 
 import typer
 
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
+from adapters.cli.output import Column, emit
 from adapters.cli.support import (
     AccountArgument,
     DbOption,
+    DemoVerifierOption,
+    Format,
+    FormatOption,
     HelpCommand,
     HelpGroup,
-    fail,
+    VerifierDialect,
+    VerifierDialectOption,
+    VerifierUrlOption,
+    bounded,
     reported,
+    verifier_settings,
     wired,
 )
-from credits_domain.limits import DEFAULT_API_BATCH
+from credits_domain import ApiKeyInfo
+from credits_domain.limits import DEFAULT_API_BATCH, MAX_ACCOUNT_ID_LENGTH, MAX_API_KEYS_PAGE
 
 DEFAULT_PORT = 8000
 
 keys_app = typer.Typer(
     cls=HelpGroup,
     rich_markup_mode=None,  # our plain help pages (see support.HelpGroup)
-    help="Create and revoke API keys for the HTTP API. Each key serves one account.",
+    help="Create, list and revoke API keys for the HTTP API. Each key serves one account.",
     no_args_is_help=True,
 )
-
-
-class VerifierDialect(enum.StrEnum):
-    """How the verification service words its answers."""
-
-    NATIVE = "native"
-    VENDOR_STATUS = "vendor_status"
-    VENDOR_RESULT = "vendor_result"
 
 
 @keys_app.command("create", cls=HelpCommand)
@@ -93,18 +94,74 @@ def keys_revoke(
     typer.echo(f"API key {key_id} {'revoked' if revoked else 'was revoked already'}.")
 
 
-def _settings(db: str, url: str | None, dialect: VerifierDialect, demo: bool) -> Settings:
-    if url is not None and demo:
-        fail("give either --verifier-url or --demo-verifier, not both", code=2)
-    if url is None and not demo:
-        fail(
-            "credits serve needs a verifier: --verifier-url URL (the verification service) "
-            "or --demo-verifier (everything verifies VALID; demos and benchmarks only)",
-            code=2,
-        )
-    if demo:
-        return Settings(database_url=db, verifier_script={})  # VALID for every datum
-    return Settings(database_url=db, verifier_url=url, verifier_dialect=dialect.value)
+KEY_COLUMNS = (
+    Column("key_id", "Key id"),
+    Column("account", "Account"),
+    Column("status", "Status"),
+    Column("created_at", "Created (UTC)"),
+    Column("revoked_at", "Revoked (UTC)"),
+)
+
+
+def _key_row(key: ApiKeyInfo) -> dict[str, object]:
+    return {
+        "key_id": key.key_id,
+        "account": key.account,
+        "status": "active" if key.active else "revoked",
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+@keys_app.command("list", cls=HelpCommand)
+def keys_list(
+    account: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ACCOUNT",
+            help="Only the keys of this account (default: all).",
+            callback=bounded(MAX_ACCOUNT_ID_LENGTH),
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            "--after",
+            metavar="KEY_ID",
+            help="Start after this key id (the last of the page before).",
+            callback=bounded(16),
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            min=1,
+            max=MAX_API_KEYS_PAGE,
+            help=f"At most N keys (1 to {MAX_API_KEYS_PAGE:,}).",
+        ),
+    ] = 100,
+    output: FormatOption = Format.TABLE,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """List API keys, active and revoked, by key id (never the keys themselves).
+
+    A full page ends with the --after to give for the next one."""
+    with reported(), wired(Settings(database_url=db)) as wiring:
+        keys = list(wiring.keys.list_keys(account=account, after=after, limit=limit + 1))
+    page, more = keys[:limit], len(keys) > limit
+    next_after = page[-1].key_id if more else None
+    emit(
+        output,
+        KEY_COLUMNS,
+        (_key_row(key) for key in page),
+        title="API keys" if account is None else f"API keys of {account}",
+        items="keys",
+        trailer=lambda: {"next_after": next_after},
+        more=None if next_after is None else f"--after {next_after}",
+        empty="No keys.",
+    )
 
 
 def serve(
@@ -115,28 +172,9 @@ def serve(
     port: Annotated[
         int, typer.Option(metavar="PORT", min=1, max=65535, help="The TCP port to listen on.")
     ] = DEFAULT_PORT,
-    verifier_url: Annotated[
-        str | None,
-        typer.Option(
-            metavar="URL", help="The verification service's base URL (the production setting)."
-        ),
-    ] = None,
-    verifier_dialect: Annotated[
-        VerifierDialect,
-        typer.Option(
-            metavar="DIALECT",
-            help="How the verification service words its answers: native (our protocol), "
-            "vendor_status or vendor_result.",
-        ),
-    ] = VerifierDialect.NATIVE,
-    demo_verifier: Annotated[
-        bool,
-        typer.Option(
-            "--demo-verifier",
-            help="Instead of a verification service: every datum verifies VALID, so data "
-            "nobody verified are charged (demos and benchmarks only).",
-        ),
-    ] = False,
+    verifier_url: VerifierUrlOption = None,
+    verifier_dialect: VerifierDialectOption = VerifierDialect.NATIVE,
+    demo_verifier: DemoVerifierOption = False,
     max_batch: Annotated[
         int,
         typer.Option(
@@ -154,7 +192,9 @@ def serve(
     `credits db upgrade` first."""
     import uvicorn  # the `http` extra; without it the entry point says which to install
 
-    settings = _settings(db, verifier_url, verifier_dialect, demo_verifier)
+    settings = verifier_settings(
+        db, verifier_url, verifier_dialect, demo_verifier, command="credits serve"
+    )
     with reported(), wired(settings) as wiring:
         app = bootstrap.build_app(wiring, max_batch=max_batch)
         where = bootstrap.display_database(db)
@@ -163,6 +203,6 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `keys create`, `keys revoke` and `serve` to the `credits` command."""
+    """Add `keys create|list|revoke` and `serve` to the `credits` command."""
     app.add_typer(keys_app, name="keys")
     app.command("serve", cls=HelpCommand)(serve)

@@ -1,12 +1,13 @@
-"""What every `credits` subcommand shares: the `--db` option, wiring the service through
-the composition root, turning expected errors into one line on stderr (never a
-traceback), and help pages that name arguments and values as people write them."""
+"""What every `credits` subcommand shares: the `--db`, `--format` and verifier options,
+wiring the service through the composition root, turning expected errors into one line
+on stderr (never a traceback) with the documented exit status, and help pages that name
+arguments and values as people write them."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
@@ -16,6 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings, Wiring
 from credits_domain import Clock, CreditsError
+from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH
 
 DbOption = Annotated[
     str,
@@ -28,19 +30,133 @@ DbOption = Annotated[
 ]
 
 
+def bounded(limit: int) -> Callable[[str | None], str | None]:
+    """A check for a text argument or option: at most `limit` characters, printable.
+    Past it is a usage error (exit 2) that does not echo the value back."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) > limit:
+            raise typer.BadParameter(f"at most {limit:,} characters, got {len(value):,}")
+        if not value.isprintable():
+            raise typer.BadParameter("control characters (tabs, new lines, ...) are not allowed")
+        return value
+
+    return check
+
+
 AccountArgument = Annotated[
-    str, typer.Argument(metavar="ACCOUNT", help="The account's id, as it was subscribed.")
+    str,
+    typer.Argument(
+        metavar="ACCOUNT",
+        help="The account's id, as it was subscribed.",
+        callback=bounded(MAX_ACCOUNT_ID_LENGTH),
+    ),
 ]
+
+# The exit statuses every command keeps (also in `credits --help` and the README).
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_STATUSES = (
+    (str(EXIT_OK), "done"),
+    (
+        str(EXIT_REFUSED),
+        "refused or failed, as the one line on stderr says (an unknown account, a lapsed "
+        "subscription, a database to upgrade or out of reach, a CSV file over a limit, "
+        "batches left in flight)",
+    ),
+    (str(EXIT_USAGE), "wrong usage: an unknown option, a missing argument, a value out of range"),
+    (str(EXIT_INTERRUPTED), "interrupted (Ctrl-C); charging commands say how to resume"),
+)
+
+
+class Format(enum.StrEnum):
+    """How a reading command prints: a table for people, csv or json for scripts."""
+
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+FormatOption = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        metavar="FORMAT",
+        help="table (for people), csv or json (for scripts: standard output holds only the data).",
+    ),
+]
+
+
+class VerifierDialect(enum.StrEnum):
+    """How the verification service words its answers."""
+
+    NATIVE = "native"
+    VENDOR_STATUS = "vendor_status"
+    VENDOR_RESULT = "vendor_result"
+
+
+VerifierUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--verifier-url",
+        metavar="URL",
+        help="The verification service's base URL (the production setting).",
+    ),
+]
+VerifierDialectOption = Annotated[
+    VerifierDialect,
+    typer.Option(
+        "--verifier-dialect",
+        metavar="DIALECT",
+        help="How the verification service words its answers: native (our protocol), "
+        "vendor_status or vendor_result.",
+    ),
+]
+DemoVerifierOption = Annotated[
+    bool,
+    typer.Option(
+        "--demo-verifier",
+        help="Instead of a verification service: every datum verifies VALID, so data "
+        "nobody verified are charged (demos and benchmarks only).",
+    ),
+]
+
+
+def verifier_settings(
+    db: str, url: str | None, dialect: VerifierDialect, demo: bool, *, command: str
+) -> Settings:
+    """The settings of a command that verifies: exactly one of a service URL or the demo
+    verifier, else a usage error (exit 2) naming both."""
+    if url is not None and demo:
+        fail("give either --verifier-url or --demo-verifier, not both", code=EXIT_USAGE)
+    if url is None and not demo:
+        fail(
+            f"{command} needs a verifier: --verifier-url URL (the verification service) "
+            "or --demo-verifier (everything verifies VALID; demos and benchmarks only)",
+            code=EXIT_USAGE,
+        )
+    if demo:
+        return Settings(database_url=db, verifier_script={})  # VALID for every datum
+    return Settings(database_url=db, verifier_url=url, verifier_dialect=dialect.value)
 
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     # typer.echo, not rich: rich would wrap a long message over several lines.
     typer.echo(f"credits: error: {one_line(message)}", err=True)
     raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    """One line for people on stderr (standard output stays the data's)."""
+    typer.echo(f"credits: {one_line(message)}", err=True)
 
 
 def shown(url: str) -> str:
@@ -66,7 +182,7 @@ def reported() -> Iterator[None]:
     except CreditsError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("interrupted", code=130)
+        fail("interrupted", code=EXIT_INTERRUPTED)
 
 
 @contextlib.contextmanager
@@ -154,6 +270,9 @@ class HelpCommand(TyperCommand):
 class HelpGroup(TyperGroup):
     """`credits` and its groups of subcommands (`db`, `keys`)."""
 
+    # Rows printed last, under their heading (the root lists its exit statuses).
+    closing: tuple[str, tuple[tuple[str, str], ...]] | None = None
+
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [*_usage_pieces(self), "COMMAND [ARGS]..."]
 
@@ -166,3 +285,13 @@ class HelpGroup(TyperGroup):
             limit = formatter.width - 6 - width
             with formatter.section("Commands"):
                 formatter.write_dl([(name, c.get_short_help_str(limit)) for name, c in commands])
+        if self.closing is not None:
+            heading, rows = self.closing
+            with formatter.section(heading):
+                formatter.write_dl(list(rows))
+
+
+class RootGroup(HelpGroup):
+    """`credits` itself: its help page ends with the exit statuses."""
+
+    closing = ("Exit status", EXIT_STATUSES)

@@ -10,7 +10,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import sqlalchemy as sa
@@ -18,19 +18,22 @@ import sqlalchemy as sa
 from adapters.sql.engine import READ_ONLY_OPTION
 from adapters.sql.errors import ApiKeysTableMissing, translated
 from adapters.sql.schema import UtcInstant
-from credits_domain import Clock, InvalidRequest, UnknownApiKey
+from credits_domain import ApiKeyInfo, Clock, InvalidRequest, UnknownApiKey
 from credits_domain.keys import (
     KEY_ENTROPY_BYTES,
     ApiKeyRecord,
     IssuedKey,
+    check_key_id,
     hash_key,
     key_id_of,
     new_key,
     verify,
 )
-from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH
+from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH, check_account
 
 metadata = sa.MetaData()
+
+MAX_INT64: Final = 2**63 - 1  # the widest LIMIT either database takes
 
 TABLE_NAME: Final = "credits_api_keys"  # the credits_ prefix of the schema's other tables
 
@@ -179,3 +182,32 @@ class SqlApiKeyStore:
                 self._revocations += 1
                 for digest in [d for d, (kid, _, _) in self._cache.items() if kid == key_id]:
                     del self._cache[digest]
+
+    def list_keys(
+        self, *, account: str | None = None, after: str | None = None, limit: int
+    ) -> Sequence[ApiKeyInfo]:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_INT64:
+            raise InvalidRequest(f"limit must be a whole number from 0 to 2**63-1, got {limit!r}")
+        query = sa.select(
+            api_keys.c.key_id, api_keys.c.account, api_keys.c.created_at, api_keys.c.revoked_at
+        )
+        if account is not None:
+            query = query.where(api_keys.c.account == check_account(account))
+        if after is not None:
+            # Key ids are lowercase hex: every collation orders them as Python does.
+            query = query.where(api_keys.c.key_id > check_key_id(after))
+        query = query.order_by(api_keys.c.key_id).limit(limit)
+        with (
+            translated("listing API keys", url=self._engine.url),
+            self._engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
+        ):
+            rows = conn.execute(query).all()
+        return [
+            ApiKeyInfo(
+                key_id=row.key_id,
+                account=row.account,
+                created_at=row.created_at,
+                revoked_at=row.revoked_at,
+            )
+            for row in rows
+        ]

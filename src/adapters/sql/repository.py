@@ -280,3 +280,18 @@ class SqlRepository:
                 ownership_from_row(row, Contact(Channel(row.channel), row.value))
                 for row in connection.execute(query)
             ]
+
+    def accounts(self, *, after: str | None = None, limit: int) -> Sequence[str]:
+        account: sa.ColumnElement[str] = wallets.c.account
+        if self.dialect == "postgresql":
+            # Code-point order, as the port promises, whatever the database's collation
+            # (SQLite compares text as bytes, which is code-point order in UTF-8). The
+            # primary key's index then serves only if the column's collation is C: an
+            # operator's listing reads the wallets' ids, which is acceptable.
+            account = account.collate("C")
+        query = sa.select(wallets.c.account)
+        if after is not None:
+            query = query.where(account > check_account(after))
+        query = query.order_by(account).limit(self._check_limit(limit))
+        with self._reading("listing accounts") as connection:
+            return list(connection.execute(query).scalars())

@@ -21,7 +21,7 @@ the same arguments refused with the same error class (`ports` says which).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -766,6 +766,63 @@ class RepositoryContract:
             with pytest.raises(InvalidRequest, match="account"):
                 repository.owned(account, limit=10)  # type: ignore[arg-type]
 
+    # -- the list of accounts ------------------------------------------------------------
+
+    # Ids whose code-point order differs from a linguistic collation's (case, accents,
+    # punctuation): every adapter lists them as Python's `sorted` does.
+    LISTED = ("b", "a", "B", "a-b", "ab", "é", "Z9", "z", "a b", "ä")
+
+    def _add_accounts(self, repository: Repository, ids: Iterable[str]) -> None:
+        with repository.unit_of_work() as uow:
+            for account in ids:
+                uow.add_wallet(_wallet(account))
+            uow.commit()
+
+    def test_accounts_are_listed_in_code_point_order(self, repository: Repository) -> None:
+        self._add_accounts(repository, self.LISTED)
+        lapsed = _wallet("gone")
+        lapsed.cancel()
+        lapsed.catch_up(T0 + timedelta(days=40))
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(lapsed)
+            uow.commit()
+        assert list(repository.accounts(limit=100)) == sorted([*self.LISTED, "gone"])
+
+    def test_accounts_page_by_the_last_id_read(self, repository: Repository) -> None:
+        self._add_accounts(repository, self.LISTED)
+        pages: list[list[str]] = []
+        after: str | None = None
+        while page := list(repository.accounts(after=after, limit=3)):
+            assert len(page) <= 3
+            pages.append(page)
+            after = page[-1]
+        assert [a for page in pages for a in page] == sorted(self.LISTED)
+        assert len(pages) == 4
+        # The cursor need not be an account that exists.
+        assert list(repository.accounts(after="a", limit=2)) == ["a b", "a-b"]
+        assert list(repository.accounts(after="ÿ", limit=2)) == []
+
+    def test_accounts_lists_only_what_is_committed(self, repository: Repository) -> None:
+        assert list(repository.accounts(limit=10)) == []
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet("acct"))
+            assert list(repository.accounts(limit=10)) == []
+        assert list(repository.accounts(limit=10)) == []
+        self._add_accounts(repository, ["acct"])
+        assert list(repository.accounts(limit=10)) == ["acct"]
+        assert list(repository.accounts(limit=0)) == []
+        assert list(repository.accounts(limit=2**63 - 1)) == ["acct"]
+
+    @pytest.mark.parametrize("limit", BAD_LIMITS)
+    def test_accounts_need_a_limit_in_range(self, repository: Repository, limit: Any) -> None:
+        with pytest.raises(InvalidRequest, match="limit"):
+            repository.accounts(limit=limit)
+
+    @pytest.mark.parametrize("after", BAD_ACCOUNTS)
+    def test_accounts_need_a_valid_cursor(self, repository: Repository, after: Any) -> None:
+        with pytest.raises(InvalidRequest, match="account"):
+            repository.accounts(after=after, limit=10)
+
 
 def join_all(threads: list[threading.Thread], timeout_s: float = THREAD_TIMEOUT_S) -> None:
     """Join every thread within one bounded wait in all; fail if any is still running
@@ -849,3 +906,49 @@ class ApiKeyStoreContract:
         key_store.create("acme")
         with pytest.raises(UnknownApiKey, match="no API key"):
             key_store.revoke(key_id)
+
+    # -- the list of keys ----------------------------------------------------------------
+
+    def test_keys_are_listed_by_id_without_their_hash(self, key_store: ApiKeyStore) -> None:
+        made = [key_store.create(account) for account in ("acme", "globex", "acme")]
+        key_store.revoke(made[0].key_id)
+        listed = list(key_store.list_keys(limit=10))
+        assert [k.key_id for k in listed] == sorted(k.key_id for k in made)
+        by_id = {k.key_id: k for k in listed}
+        revoked, active = by_id[made[0].key_id], by_id[made[1].key_id]
+        assert (revoked.account, revoked.created_at, revoked.revoked_at) == ("acme", T0, T0)
+        assert not revoked.active
+        assert (active.account, active.revoked_at, active.active) == ("globex", None, True)
+        assert not hasattr(active, "key_hash")
+        assert all(k.created_at.utcoffset() == timedelta(0) for k in listed)
+
+    def test_keys_of_one_account_page_by_id(self, key_store: ApiKeyStore) -> None:
+        mine = sorted(key_store.create("acme").key_id for _ in range(5))
+        key_store.create("globex")
+        pages: list[list[str]] = []
+        after: str | None = None
+        while page := [k.key_id for k in key_store.list_keys(account="acme", after=after, limit=2)]:
+            pages.append(page)
+            after = page[-1]
+        assert pages == [mine[0:2], mine[2:4], mine[4:]]
+        assert list(key_store.list_keys(account="nobody", limit=10)) == []
+        assert list(key_store.list_keys(limit=0)) == []
+        assert list(key_store.list_keys(after="f" * 16, limit=10)) == []
+        assert len(key_store.list_keys(after="0" * 16, limit=2**63 - 1)) == 6
+
+    @pytest.mark.parametrize("limit", BAD_LIMITS)
+    def test_listing_keys_needs_a_limit_in_range(self, key_store: ApiKeyStore, limit: Any) -> None:
+        with pytest.raises(InvalidRequest, match="limit"):
+            key_store.list_keys(limit=limit)
+
+    @pytest.mark.parametrize("after", ["", "0123456789ABCDEF", "0" * 15, "0" * 17, "nul\x00", 7])
+    def test_listing_keys_needs_a_key_id_as_cursor(
+        self, key_store: ApiKeyStore, after: Any
+    ) -> None:
+        with pytest.raises(InvalidRequest, match="key id"):
+            key_store.list_keys(after=after, limit=10)
+
+    @pytest.mark.parametrize("account", BAD_ACCOUNTS)
+    def test_listing_keys_needs_a_valid_account(self, key_store: ApiKeyStore, account: Any) -> None:
+        with pytest.raises(InvalidRequest, match="account"):
+            key_store.list_keys(account=account, limit=10)
