@@ -122,8 +122,12 @@ def test_a_lapsed_account_takes_no_top_up(world: ApiWorld, acme: httpx.Client) -
 
 
 BAD_TOP_UPS: list[tuple[object, str, str]] = [
-    ({"reason": "goodwill"}, "invalid-request", "needs some credits"),
-    ({"email": 0, "mobile": 0, "reason": "goodwill"}, "invalid-request", "needs some credits"),
+    ({"reason": "goodwill"}, "invalid-request", "at least one pool"),
+    (
+        {"email": 0, "mobile": 0, "reason": "goodwill"},
+        "invalid-request",
+        "needs credits in at least one pool",
+    ),
     ({"email": -1, "reason": "goodwill"}, "invalid-request", "email"),
     ({"email": MAX_CREDITS + 1, "reason": "goodwill"}, "invalid-request", "email"),
     ({"mobile": 1.5, "reason": "goodwill"}, "invalid-request", "mobile"),

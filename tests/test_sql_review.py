@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,8 +191,19 @@ def test_a_connection_the_server_dropped_is_replaced(
                 " WHERE datname = %s AND pid <> pg_backend_pid()",
                 (database,),
             )
-        # As after a server restart: the pool's connection is dead; the next request
-        # gets a fresh one instead of the driver's "terminating connection".
+            # Once the server has said goodbye (pg_terminate_backend only signals), as
+            # after a restart: the checkout sees the pooled connection is dead.
+            for _ in range(200):
+                left = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+                ).fetchone()
+                if left == (0,):
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("the terminated sessions never ended")
+        # The pool's connection is dead; the next request gets a fresh one instead of
+        # the driver's "terminating connection".
         assert service.balance("acme").email == 12_000
 
 
