@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import event
 
 from adapters.sql import SqlRepository
+from adapters.sql.migrations.versions.r0004_charging_functions import OWNED_PROBE
 from credits_domain import Channel, Contact, Ownership
 
 HISTORY = 2_000  # owned data before the lookup; enough for a range scan to show
@@ -121,4 +122,34 @@ def test_postgresql_reads_no_ownership_row_it_throws_away(
         assert "value" in scan.get("Index Cond", ""), scan  # the full key, not a range
         assert scan.get("Rows Removed by Filter", 0) == 0, scan
         # At most one row per value asked: nothing of the account's history besides.
+        assert scan["Actual Rows"] * scan["Actual Loops"] <= 3, scan
+
+
+@pytest.mark.postgres
+def test_the_charging_functions_probe_the_key_per_datum(
+    postgres_repository: SqlRepository,
+) -> None:
+    """The ownership probe of credits_reserve/credits_settle (revision 0004), planned as
+    the function plans it: with parameters, on a fresh table without statistics."""
+    _captured_lookup(postgres_repository)  # seeds the history
+    probe = OWNED_PROBE.format(account="$1", channels="$2", values="$3")
+    asked = ["lead7@corp.example.com", f"lead{HISTORY - 1}@corp.example.com", "nobody@x.io"]
+    # EXECUTE takes no bind parameters: the test's own constants, as literals.
+    literals = "'acme', ARRAY['email', 'email', 'email'], ARRAY[{}]".format(
+        ", ".join(f"'{value}'" for value in asked)
+    )
+    with postgres_repository.engine.connect() as connection:
+        connection.exec_driver_sql(f"PREPARE probe(text, text[], text[]) AS {probe}")
+        for _ in range(6):  # past the plan cache's custom plans: the generic one too
+            found = connection.exec_driver_sql(f"EXECUTE probe({literals})").scalar_one()
+        explained = connection.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE probe({literals})"
+        ).scalar_one()
+    assert found == [1, 2]
+    nodes = list(_nodes(explained[0]["Plan"]))
+    scans = [n for n in nodes if n.get("Relation Name") == "credits_ownership"]
+    assert scans, nodes
+    for scan in scans:
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
+        assert "value" in scan.get("Index Cond", ""), scan
         assert scan["Actual Rows"] * scan["Actual Loops"] <= 3, scan

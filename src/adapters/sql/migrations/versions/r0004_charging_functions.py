@@ -49,13 +49,21 @@ _PRICED = """
       FROM unnest(p_channels, p_values) WITH ORDINALITY AS t(channel, value, i)
 """
 
-_OWNED = """
-    SELECT coalesce(array_agg(t.i ORDER BY t.i), '{}')
-      FROM unnest(p_channels, p_values) WITH ORDINALITY AS t(channel, value, i)
-     WHERE EXISTS (
+# Which of the request's data the account owns: the positions (1-based) of those found.
+# One primary-key probe per datum, whatever the statistics: a LATERAL subquery with
+# LIMIT is never flattened into a join, so the planner cannot turn the lookup into a
+# scan of the account's whole history (which it did with EXISTS on a fresh table before
+# autovacuum's first ANALYZE: the first 200,000 data of a bulk load took minutes).
+# `tests/test_sql_lookup_plans.py` checks the plan of this very text.
+OWNED_PROBE = """
+    SELECT coalesce(array_agg(t.i ORDER BY t.i), '{{}}')
+      FROM unnest({channels}, {values}) WITH ORDINALITY AS t(channel, value, i)
+     CROSS JOIN LATERAL (
         SELECT 1 FROM credits_ownership o
-         WHERE o.account = p_account AND o.channel = t.channel AND o.value = t.value)
+         WHERE o.account = {account} AND o.channel = t.channel AND o.value = t.value
+         LIMIT 1) AS found
 """
+_OWNED = OWNED_PROBE.format(account="p_account", channels="p_channels", values="p_values")
 
 RESERVE = f"""
 CREATE FUNCTION credits_reserve(
