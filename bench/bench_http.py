@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from bench_sql import sqlalchemy_url
 
 from adapters.clock import SystemClock
 from adapters.sql import SqlApiKeyStore, SqlRepository
@@ -79,7 +80,7 @@ def postgres_database() -> Iterator[str]:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield sqlalchemy_url(PG_ADMIN_DSN, name)  # the server CREDITS_TEST_PG names
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -89,7 +90,7 @@ def postgres_database() -> Iterator[str]:
 def server(url: str) -> Iterator[str]:
     """`credits serve` in a child process; yields its base URL once it answers."""
     port = free_port()
-    command = [sys.executable, "-m", "adapters.http.cli_commands", "serve", "--demo-verifier"]
+    command = [sys.executable, "-m", "adapters.cli", "serve", "--demo-verifier"]
     command += ["--db", url, "--port", str(port), "--no-access-log"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
