@@ -113,7 +113,8 @@ def baseline_loop(contacts: Sequence[K], owned: set[K], credits: int) -> list[K]
     return charged
 
 
-def bench_batch(clock_ns: ClockNs, repeats: int, baseline_per_run: int) -> None:
+def bench_batch(clock_ns: ClockNs, repeats: int, baseline_per_run: int) -> tuple[float, float]:
+    """Prints part 1; returns the medians (ns) of the unlock and of the baseline loop."""
     print(f"== part 1: unlock a batch of {BATCH_SIZE:,} new contacts (in-memory adapters) ==")
     contacts = make_contacts("lead", BATCH_SIZE)
     # The baseline's "owned" set holds other contacts, so each lookup is a real miss in a
@@ -186,6 +187,7 @@ def bench_batch(clock_ns: ClockNs, repeats: int, baseline_per_run: int) -> None:
         f" = {fmt_ms(BATCH_TARGET_RATIO * str_med).strip()})"
     )
     print()
+    return unl_med, base_med
 
 
 # -- part 2: one unlock, 1,000 vs 1,000,000 owned ---------------------------------------
