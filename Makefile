@@ -1,7 +1,7 @@
 # One command runs every check: `make test` (lint, format, types, architecture, tests).
 PY ?= .venv/bin/python
 
-.PHONY: install test lint types arch pytest demo bench screenshots
+.PHONY: install test lint types arch pytest demo bench soak screenshots
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -38,3 +38,9 @@ bench: install
 # files by the browser tests (apt-get install chromium chromium-driver).
 screenshots: install
 	CREDITS_SCREENSHOTS=docs/screenshots .venv/bin/pytest -q -p no:cacheprovider tests/test_browser.py
+
+# The seeded fault simulator beyond CI's bounded run: `make soak SEEDS=5000 [STORE=sqlite]`.
+SEEDS ?= 1000
+STORE ?= memory
+soak: install
+	$(PY) tests/fault_simulator.py --seeds $(SEEDS) --store $(STORE)
