@@ -34,7 +34,20 @@ class TcpProxy:
         self._stop = threading.Event()
         self.port = 0
         self.accepted = 0  # connections accepted so far, for tests to see traffic went through
+        # A trap on what the client sends: the first message holding `_trap_bytes` is
+        # dropped ("before": the server never sees it) or forwarded and then the
+        # connection cut before any answer comes back ("after": the ambiguous commit).
+        self._trap_bytes: bytes | None = None
+        self._trap_when = "after"
+        self.sprung = 0
         self.resume()
+
+    def trap(self, needle: bytes, *, when: str) -> None:
+        """Arm the trap for the next client message that holds `needle` (once)."""
+        if when not in ("before", "after"):
+            raise ValueError(f"when is 'before' or 'after', got {when!r}")
+        with self._lock:
+            self._trap_bytes, self._trap_when = needle, when
 
     def resume(self) -> None:
         """Listen (again, on the same port once it has one)."""
@@ -114,12 +127,32 @@ class TcpProxy:
                     return
                 self._sockets.update((client, upstream))
                 self.accepted += 1
-            self._start(self._pump, client, upstream)
-            self._start(self._pump, upstream, client)
+            self._start(self._pump, client, upstream, True)
+            self._start(self._pump, upstream, client, False)
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _sprung(self, data: bytes) -> str | None:
+        with self._lock:
+            if self._trap_bytes is None or self._trap_bytes not in data:
+                return None
+            self._trap_bytes = None
+            self.sprung += 1
+            return self._trap_when
+
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         try:
             while data := source.recv(65536):
+                when = self._sprung(data) if upstream else None
+                if when is not None:
+                    # The client hears nothing more, not even an answer to this message.
+                    with contextlib.suppress(OSError):
+                        source.shutdown(socket.SHUT_RDWR)
+                    if when == "after":
+                        # The server reads it to the end (and commits), then sees EOF.
+                        sink.sendall(data)
+                        sink.shutdown(socket.SHUT_WR)
+                    else:
+                        sink.shutdown(socket.SHUT_RDWR)  # never seen: rolled back
+                    break
                 sink.sendall(data)
         except OSError:
             pass  # cut, or the other side went away
