@@ -224,7 +224,12 @@ class FastPath:
         """
         if not self._functions:
             return None
-        pooled = self._engine.raw_connection()
+        try:
+            pooled = self._engine.raw_connection()
+        except psycopg.Error as error:
+            # The pool connecting anew raises the driver's own error (Engine.connect would
+            # have wrapped it): wrapped here, so that `translated` sorts it like the rest.
+            raise sa_exc.DBAPIError.instance(statement, parameters, error, psycopg.Error) from error
         driver: Any = pooled.driver_connection
         try:
             invariant(driver is not None, "a pooled connection has its driver's connection")
