@@ -594,7 +594,7 @@ BAD_UNLOCKS: list[tuple[bytes, int, str, str]] = [
         b'{"contacts": [{"channel": "mobile", "value": "0207 946 0958"}]}',
         422,
         "malformed-contact",
-        "E.164",
+        "international form",
     ),
     (
         b'{"contacts": [{"channel": "mobile", "value": "12", "region": "GB"}]}',

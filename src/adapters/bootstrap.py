@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
@@ -31,6 +31,7 @@ from credits_domain import (
 )
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.applications import Starlette
 
 DEFAULT_DATABASE_URL = "sqlite:///credits.db"
@@ -149,6 +150,32 @@ def build_app(wiring: Wiring, *, max_batch: int | None = None) -> Starlette:
     if max_batch is None:
         return create_app(wiring.service, wiring.keys)
     return create_app(wiring.service, wiring.keys, max_batch=max_batch)
+
+
+def server_config(
+    app: Starlette,
+    *,
+    host: str,
+    port: int,
+    access_log: bool = True,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    **limits: Any,
+) -> uvicorn.Config:
+    """uvicorn's configuration of the API, bounded by `limits` (adapters.api.server's
+    ServerLimits fields; each one not given keeps its default)."""
+    from adapters.api.server import ServerLimits
+    from adapters.api.server import server_config as bounded_config
+
+    return bounded_config(
+        app,
+        host=host,
+        port=port,
+        limits=ServerLimits(**limits),
+        access_log=access_log,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 def upgrade_database(url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -42,7 +42,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -119,14 +119,29 @@ class _Call:
 
     def json(self) -> object:
         """The body as JSON, after the media type and size checks (415, 413, 400)."""
-        media = (self.content_type or "").split(";", 1)[0].strip().lower()
-        if not _JSON_MEDIA_TYPE.match(media):
+        media, *parameters = (self.content_type or "").split(";")
+        if not _JSON_MEDIA_TYPE.match(media.strip().lower()):
             raise ProblemError(
                 UNSUPPORTED_MEDIA_TYPE,
                 f"send the body as application/json, not {self.content_type or 'no type'}",
             )
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            charset = value.strip().strip('"').lower()
+            if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                raise ProblemError(
+                    UNSUPPORTED_MEDIA_TYPE, f"JSON is UTF-8 (RFC 8259), not {charset or '?'}"
+                )
         if self.body is None:
             raise ProblemError(BODY_TOO_LARGE, "the request body is above the limit")
+        try:
+            # json.loads would guess UTF-16 and UTF-32 from bytes and read them: a proxy
+            # or log reading the bytes as UTF-8 (RFC 8259) would see another request.
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProblemError(
+                MALFORMED_JSON, f"the body is not valid JSON: not UTF-8 ({exc})"
+            ) from exc
         # The standard library's C scanner reads the text, and msgspec then converts the
         # result to its shape (schemas.decode): msgspec's own parser would keep the last
         # of two equal names, and would call an escaped lone surrogate ("\ud800")
@@ -134,9 +149,9 @@ class _Call:
         # costs a dict() per object; the scan and the conversion stay in C.
         try:
             return json.loads(
-                self.body, parse_constant=_reject_constant, object_pairs_hook=_unique_fields
+                text, parse_constant=_reject_constant, object_pairs_hook=_unique_fields
             )
-        except (ValueError, RecursionError) as exc:  # includes JSONDecodeError, bad UTF-8
+        except (ValueError, RecursionError) as exc:  # includes JSONDecodeError
             raise ProblemError(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from exc
 
     def idempotency_key(self) -> str | None:
@@ -252,6 +267,11 @@ class _Api:
                 )
             except CreditsError as exc:
                 return domain_problem(exc, instance)
+            except ClientDisconnect:
+                # The client left mid-body: nothing was charged, nobody reads an answer;
+                # an ERROR with a traceback would page someone for a dropped connection.
+                log.info("the client left during %s %s", request.method, instance)
+                return Response(status_code=400)
             except Exception:  # a bug: log it, answer 500 in the same shape, never a traceback
                 log.exception("unhandled error on %s %s", request.method, instance)
                 return problem_response(
@@ -450,4 +470,8 @@ def create_app(
         route("/balance-at", {"GET": api.balance_at}),
         route("/statement", {"GET": api.statement}),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    # Starlette answers /balance/ with a 307 to the URL built from the Host header: an
+    # open redirect to any host a client names. A path with a trailing slash is a 404.
+    app.router.redirect_slashes = False
+    return app

@@ -21,7 +21,8 @@ slug and status. The status codes follow one rule:
   subscribed, paused, lapsed, idempotency key reused or in flight, hold expired);
 - 500: a bug, or the storage refused an operation (a schema out of step); never the
   answer to bad input; the detail says nothing of the storage's internals (it is logged);
-- 503: the storage cannot be reached right now; `Retry-After` says when to try again.
+- 503: the storage cannot be reached right now, or the server has too many requests in
+  flight (`too-many-requests`); `Retry-After` says when to try again.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ UNSUPPORTED_MEDIA_TYPE = _kind(
     "unsupported-media-type", 415, "The request body must be application/json"
 )
 INTERNAL_ERROR = _kind("internal-error", 500, "Internal server error")
+TOO_MANY_REQUESTS = _kind(
+    "too-many-requests", 503, "The server has too many requests in flight; retry"
+)
 
 # One entry per domain error class; the most specific class wins (looked up along the MRO).
 DOMAIN_PROBLEMS: Final[dict[type[errors.CreditsError], ProblemKind]] = {
@@ -126,7 +130,12 @@ ALL_KINDS: Final[tuple[ProblemKind, ...]] = (
 PROBLEM_TYPES: Final = sorted({problem_type(kind.slug) for kind in ALL_KINDS})
 
 # Errors whose condition passes with time: the answer says when to try again (seconds).
-RETRY_AFTER_S: Final = {"request-in-flight": 1, "concurrency-conflict": 1, "storage-unavailable": 5}
+RETRY_AFTER_S: Final = {
+    "request-in-flight": 1,
+    "concurrency-conflict": 1,
+    "storage-unavailable": 5,
+    "too-many-requests": 1,
+}
 
 
 def kind_of(error: errors.CreditsError) -> ProblemKind:

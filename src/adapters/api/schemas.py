@@ -11,9 +11,10 @@ and stores nothing:
   `MalformedContact`-kind problem (422) naming its place in the request.
 - Query parameters: an unknown one is refused, and so is a documented one given twice.
 
-Mobile numbers are E.164 (`+` and digits; spaces, dashes, dots and parentheses are
-dropped by the core). A national format is accepted with a `region` (ISO 3166 alpha-2,
-"GB"), and parsed into E.164 with `phones.parse_phone` (the `phonenumbers` library).
+Mobile numbers are read by `phones.parse_phone` (the `phonenumbers` library) into E.164,
+international ones included, so that every spelling of one number is one datum (R12:
+"+44 (0) 7700 900123" is +447700900123). A national format needs a `region` (ISO 3166
+alpha-2, "GB"); without one, only international numbers are accepted.
 
 Rendering builds the shapes from domain values; `encode` turns them into bytes, the same
 bytes for the same result every time (a replay is byte for byte the first answer, R17).
@@ -182,10 +183,9 @@ def _refusal(message: str, shape: type[shapes.Shape], body: object) -> CreditsEr
 
 
 def _mobile(value: str, region: str | None) -> Contact:
-    if region is None or value.lstrip().startswith("+"):
-        # E.164 already: the core's own canonical form, so that the API accepts exactly
-        # what the core accepts (the verifier, not the boundary, judges validity: R11).
-        return Contact.mobile(value)
+    # Every spelling goes through phonenumbers, "+..." included: the core only strips
+    # punctuation, so "+44 (0) 7700 900123" became +4407700900123, a second datum
+    # charged again beside +447700900123 (R12). The CLI and CSV paths do the same.
     return parse_phone(value, region)
 
 

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import attrs
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 
 from adapters.api.chart import balance_chart
@@ -145,10 +145,13 @@ async def _form(request: Request) -> dict[str, str] | None:
     if media != "application/x-www-form-urlencoded":
         return None
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return None
+    except ClientDisconnect:  # gone mid-form: nobody reads the answer, no traceback
+        return None
     try:
         fields = parse_qs(body.decode("ascii"), max_num_fields=4, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):

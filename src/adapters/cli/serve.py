@@ -5,6 +5,9 @@
     credits keys revoke KEY_ID [--db URL]      revoke a key (its id is printed at creation)
     credits serve [--db URL] [--host 127.0.0.1] [--port 8000]
                   (--verifier-url URL [--verifier-dialect native] | --demo-verifier)
+                  [--ssl-certfile FILE --ssl-keyfile FILE] [--max-header-bytes BYTES]
+                  [--header-timeout S] [--body-timeout S] [--keep-alive S]
+                  [--max-connections N] [--max-in-flight N]
 
 `keys create` brings the schema up to date first (it is the first step of a new
 installation); `keys revoke` and `serve` do not: a running server never changes the
@@ -25,6 +28,7 @@ Expected errors are one line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 import typer
@@ -52,6 +56,19 @@ from credits_domain import ApiKeyInfo
 from credits_domain.limits import DEFAULT_API_BATCH, MAX_ACCOUNT_ID_LENGTH, MAX_API_KEYS_PAGE
 
 DEFAULT_PORT = 8000
+
+
+class LIMITS:
+    """The defaults of adapters.api.server.ServerLimits (a test keeps them equal), here
+    as numbers: uvicorn is imported only when `serve` runs (the `http` extra)."""
+
+    max_header_bytes = 16_384
+    header_timeout_s = 10.0
+    body_timeout_s = 30.0
+    keep_alive_s = 5
+    max_connections = 256
+    max_in_flight = 40
+
 
 keys_app = typer.Typer(
     cls=HelpGroup,
@@ -184,22 +201,108 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = True,
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Serve HTTPS with this PEM certificate (chain)."),
+    ] = None,
+    ssl_keyfile: Annotated[
+        str | None, typer.Option(metavar="FILE", help="The certificate's PEM private key.")
+    ] = None,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(
+            metavar="BYTES",
+            min=1024,
+            max=1_048_576,
+            help="Request line and headers above BYTES are refused (431).",
+        ),
+    ] = LIMITS.max_header_bytes,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.1,
+            max=600,
+            help="Close a connection whose request headers take longer.",
+        ),
+    ] = LIMITS.header_timeout_s,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.1,
+            max=3600,
+            help="Close a connection whose request body takes longer, after its headers.",
+        ),
+    ] = LIMITS.body_timeout_s,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            metavar="SECONDS", min=1, max=600, help="Close an idle connection after SECONDS."
+        ),
+    ] = LIMITS.keep_alive_s,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N", min=1, max=100_000, help="Open connections beyond N get 503 and close."
+        ),
+    ] = LIMITS.max_connections,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(metavar="N", min=1, max=10_000, help="Requests in flight beyond N get 503."),
+    ] = LIMITS.max_in_flight,
 ) -> None:
     """Serve the HTTP API with uvicorn.
 
     Needs a verifier: --verifier-url URL (the verification service) or --demo-verifier.
     The OpenAPI document is served at /openapi.json. The schema is never changed: run
-    `credits db upgrade` first."""
+    `credits db upgrade` first. Listening beyond the loopback without TLS warns: API
+    keys would cross the network in clear (give --ssl-certfile and --ssl-keyfile, or put
+    a TLS proxy in front)."""
     import uvicorn  # the `http` extra; without it the entry point says which to install
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     settings = verifier_settings(
         db, verifier_url, verifier_dialect, demo_verifier, command="credits serve"
     )
     with reported(), wired(settings) as wiring:
         app = bootstrap.build_app(wiring, max_batch=max_batch)
+        config = bootstrap.server_config(
+            app,
+            host=host,
+            port=port,
+            access_log=access_log,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            max_header_bytes=max_header_bytes,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_s=keep_alive,
+            max_connections=max_connections,
+            max_in_flight=max_in_flight,
+        )
+        tls = ssl_certfile is not None
+        if not tls and not _loopback(host):
+            typer.echo(
+                f"credits: warning: serving on {host} without TLS: API keys cross the "
+                "network in clear; give --ssl-certfile and --ssl-keyfile, or put a TLS "
+                "proxy in front",
+                err=True,
+            )
         where = bootstrap.display_database(db)
-        typer.echo(f"credits: serving the API on http://{host}:{port} (database {where})")
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+        scheme = "https" if tls else "http"
+        typer.echo(f"credits: serving the API on {scheme}://{host}:{port} (database {where})")
+        uvicorn.Server(config).run()
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
 
 
 def register(app: typer.Typer) -> None:
