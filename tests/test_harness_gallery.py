@@ -18,17 +18,6 @@ from planted_bugs import GALLERY, Planted
 HERE = Path(__file__).parent
 RUN_TIMEOUT_S = 600  # an escaped bug runs its whole suite; a hang fails the test
 FAILED = re.compile(r"^FAILED (\S+)", re.MULTILINE)
-# The planted bugs the harness does not catch yet: none may be added, each one caught is
-# taken off.
-KNOWN_ESCAPES = {
-    "NonAtomicOwnership",
-    "GlobalIdempotencyKeys",
-    "TextOrderLedger",
-    "ShortPage",
-    "RenewalDueNowMissed",
-    "PastBalanceExclusive",
-    "UnescapedAccountKeys",
-}
 
 
 def _run(planted: Planted) -> tuple[Planted, str | None]:
@@ -43,15 +32,17 @@ def _run(planted: Planted) -> tuple[Planted, str | None]:
             "-rf",
             "-p",
             "no:cacheprovider",
-            "gallery_suites.py",
-            "-k",
-            planted.name,
+            "-p",
+            "_hypothesis_pytestplugin",
+            f"gallery_suites.py::Test{planted.name}Contract",
+            f"gallery_suites.py::Test{planted.name}Machine",
         ],
         cwd=HERE,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
-        env={**os.environ, "PYTHONPATH": str(HERE)},
+        # Only Hypothesis' plugin: the others (schemathesis') cost seconds per run.
+        env={**os.environ, "PYTHONPATH": str(HERE), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         check=False,
     )
     if done.returncode == 0:
@@ -68,5 +59,5 @@ def test_the_harness_catches_every_planted_bug() -> None:
     for planted, test in outcomes:
         print(f"{planted.name:24} {'caught by ' + test if test else 'ESCAPED'}")
     print(f"mutation score: {len(caught)}/{len(GALLERY)}")
-    escaped = {p.name for p, test in outcomes if test is None}
-    assert escaped == KNOWN_ESCAPES, f"escaped: {sorted(escaped)}; known: {sorted(KNOWN_ESCAPES)}"
+    escaped = [p.name for p, test in outcomes if test is None]
+    assert not escaped, f"the harness let these planted bugs through: {escaped}"
