@@ -373,6 +373,7 @@ class RepositoryContract:
             after = -1
             while True:
                 page = list(repository.entries("acct", after_seq=after, limit=limit))
+                assert all(e.seq > after for e in page), f"a page after seq {after} repeats it"
                 assert len(page) == min(limit, total - len(pages)), (limit, after, len(page))
                 pages += page
                 if len(page) < limit:
