@@ -314,6 +314,9 @@ class Planted:
     name: str
     bug: str
     make: Callable[[], InMemoryRepository]
+    # The harness's tests that may catch it: a failure anywhere else means the copy is
+    # wrong in more than its one way, and catches nothing of interest.
+    caught_by: tuple[str, ...]
 
 
 GALLERY: tuple[Planted, ...] = (
@@ -321,31 +324,66 @@ GALLERY: tuple[Planted, ...] = (
         "NonAtomicOwnership",
         "ownership checked then inserted outside one transaction",
         NonAtomicOwnership,
+        caught_by=("overlapping_units_of_work", "concurrent_requests", "Machine"),
     ),
     Planted(
         "GlobalIdempotencyKeys",
         "an idempotency key stored once for all accounts",
         GlobalIdempotencyKeys,
+        caught_by=("separator_characters", "one_idempotency_key_on_two_accounts", "Machine"),
     ),
-    Planted("TextOrderLedger", "ledger entries in the text order of their seq", TextOrderLedger),
-    Planted("ShortPage", "a full page of entries one short", ShortPage),
-    Planted("RepeatedBoundary", "the next page repeats the cursor's entry", RepeatedBoundary),
-    Planted("SinceExclusive", "entries(since=...) misses the entry at since", SinceExclusive),
-    Planted("RenewalDueNowMissed", "a renewal due exactly now is missed", RenewalDueNowMissed),
+    Planted(
+        "TextOrderLedger",
+        "ledger entries in the text order of their seq",
+        TextOrderLedger,
+        caught_by=("long_ledger", "exact_instants", "Machine"),
+    ),
+    Planted(
+        "ShortPage",
+        "a full page of entries one short",
+        ShortPage,
+        caught_by=("long_ledger", "page_by_seq", "Machine"),
+    ),
+    Planted(
+        "RepeatedBoundary",
+        "the next page repeats the cursor's entry",
+        RepeatedBoundary,
+        caught_by=("long_ledger", "page_by_seq", "Machine"),
+    ),
+    Planted(
+        "SinceExclusive",
+        "entries(since=...) misses the entry at since",
+        SinceExclusive,
+        caught_by=("exact_instants", "page_by_seq", "Machine"),
+    ),
+    Planted(
+        "RenewalDueNowMissed",
+        "a renewal due exactly now is missed",
+        RenewalDueNowMissed,
+        caught_by=("due_exactly_now", "Machine"),
+    ),
     Planted(
         "PastBalanceExclusive",
         "a past balance misses the entry at exactly that instant",
         PastBalanceExclusive,
+        caught_by=("exact_instants", "past_balance", "Machine"),
     ),
-    Planted("WalletVersionIgnored", "a stale wallet saves over a newer one", WalletVersionIgnored),
+    Planted(
+        "WalletVersionIgnored",
+        "a stale wallet saves over a newer one",
+        WalletVersionIgnored,
+        caught_by=("stale_wallet", "overlapping_units_of_work", "Machine"),
+    ),
     Planted(
         "UnescapedAccountKeys",
         "account a reads the ledger of account a:b",
         UnescapedAccountKeys,
+        caught_by=("separator_characters", "Machine"),
     ),
     Planted(
         "RefundMarkLost",
         "a refund mark lost when its unit of work saves the wallet (a double refund)",
         RefundMarkLost,
+        caught_by=("refund_mark", "Machine"),
     ),
 )

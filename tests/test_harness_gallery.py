@@ -61,3 +61,5 @@ def test_the_harness_catches_every_planted_bug() -> None:
     print(f"mutation score: {len(caught)}/{len(GALLERY)}")
     escaped = [p.name for p, test in outcomes if test is None]
     assert not escaped, f"the harness let these planted bugs through: {escaped}"
+    astray = [(p.name, test) for p, test in caught if not any(t in test for t in p.caught_by)]
+    assert not astray, f"planted bugs caught where they are not: {astray}"
