@@ -10,6 +10,15 @@
   `ConcurrencyConflict` at save or commit).
 - `ApiKeyStore`: the HTTP API's keys.
 
+What the harness (`credits_domain.testing`) asks of an adapter besides the calls below:
+- `make_repository()` (the contract suites) and the state machine's factory build a
+  fresh, empty store for every test and example: nothing of one is seen by the next.
+- A repository with a `close()` has it called once its test or example ends; a store
+  still open keeps no lock another test needs.
+- Every key in storage is per account: the ledger, the ownership records and the
+  idempotency keys of account `a` are never those of `a:b`, `a/b` or `a%3Ab` (escape
+  ids, or keep the account in a column of its own).
+
 Errors, the same from every adapter (the contract suites in `credits_domain.testing`
 check them on each):
 - A wrong argument raises `InvalidRequest` before storage is touched: an account id or
@@ -81,7 +90,10 @@ class DedupRegistry(Protocol):
 
     def owned(self, account: str, contacts: Collection[Contact]) -> Mapping[Contact, Ownership]:
         """The ownership records among `contacts` (a bounded batch); an account that
-        owns nothing, or never subscribed, gets an empty mapping."""
+        owns nothing, or never subscribed, gets an empty mapping. Inside an open unit of
+        work it sees what that unit added and marked as well as what is committed; while
+        the unit holds the account's wallet, what it read stays true until it ends (no
+        other unit of work records the same datum meanwhile)."""
         ...
 
     def add(self, records: Sequence[Ownership]) -> None:
@@ -96,15 +108,19 @@ class DedupRegistry(Protocol):
     def mark_refunded(self, account: str, contact: Contact, at: datetime) -> None:
         """Mark an owned datum refunded at `at` (R18); it stays owned.
 
-        Raises NotCharged if the account does not own it, AlreadyRefunded if it was
-        refunded before (once only), InvalidRequest for a naive `at`.
+        Raises NotCharged if the account does not own it (another account's record of the
+        same datum is not its own), AlreadyRefunded if it was refunded before (once only),
+        InvalidRequest for a naive `at`; after any of them the unit of work is left. The
+        mark is committed with the rest of the unit, a wallet saved beside it included,
+        and every later unit of work reads it.
         """
         ...
 
 
 class IdempotencyStore(Protocol):
     def get(self, account: str, key: str) -> IdempotencyRecord | None:
-        """The record of (account, key), None if there is none.
+        """The record of (account, key), None if there is none: a key is per account, so
+        another account's record under the same key is neither read nor replaced.
 
         Raises InvalidRequest for an invalid account id or key."""
         ...
@@ -192,7 +208,9 @@ class Repository(Protocol):
         limit: int = 1000,
     ) -> Sequence[LedgerEntry]:
         """Up to `limit` committed entries with seq > after_seq and since <= at < until,
-        by seq; none for an account that never subscribed.
+        by seq as a number (not as text: 9 before 10); exactly `limit` of them while more
+        remain, so that a reader pages on with the last seq read; none for an account that
+        never subscribed.
 
         Raises InvalidRequest for a limit outside 0..2**63-1, an after_seq outside
         -1..2**63-1 (or either not an int), a naive instant, an invalid account id."""

@@ -11,6 +11,8 @@ Needs the `testing` extra (hypothesis, pytest); the core never imports it.
   and ApiKeyStore adapter passes, error paths included.
 - `ChargePathContract`: the contract of the optional set-based charging port
   (`ports.ChargePath`); `ChosenPaths` makes a service take one path or the other.
+- `RECOMMENDED`: the Hypothesis settings to run them with (also registered as the
+  profile `credits-domain-recommended`).
 """
 
 from credits_domain.testing import strategies
@@ -18,8 +20,11 @@ from credits_domain.testing.charge_path import ChargePathContract, ChosenPaths
 from credits_domain.testing.contract import ApiKeyStoreContract, RepositoryContract
 from credits_domain.testing.machine import CreditsStateMachine, make_state_machine
 from credits_domain.testing.model import ReferenceModel
+from credits_domain.testing.profile import PROFILE_NAME, RECOMMENDED
 
 __all__ = [
+    "PROFILE_NAME",
+    "RECOMMENDED",
     "ApiKeyStoreContract",
     "ChargePathContract",
     "ChosenPaths",

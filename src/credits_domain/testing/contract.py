@@ -50,6 +50,9 @@ T0 = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 NAIVE = datetime(2025, 1, 31, 12, 0)
 PLUS_TWO = timezone(timedelta(hours=2))
 THREAD_TIMEOUT_S = 120  # a hung worker fails the test instead of hanging the run
+# How long the first of two overlapping units of work waits for the second to read: a
+# correct adapter keeps the second waiting, so this is paid once per adapter.
+OVERLAP_WAIT_S = 0.3
 # Account ids the core refuses (`credits_domain.limits.check_account`): every call that
 # takes an account refuses them alike, before storage sees them (PostgreSQL text cannot
 # hold a NUL; a column holds 200 characters).
@@ -336,6 +339,248 @@ class RepositoryContract:
         assert set(due) <= {f"a{i}" for i in range(5)} and "a0" in due
         assert len(repository.due_accounts(T0 + timedelta(days=60), 2)) == 2
         assert repository.due_accounts(T0, 10) == []
+
+    # -- what adapters really get wrong: long ledgers, exact instants, odd ids, races --
+
+    def _seed_long_ledger(
+        self, repository: Repository, n_charges: int, account: str = "acct"
+    ) -> list[LedgerEntry]:
+        """A ledger of two grants and `n_charges` charges saved in one unit of work, two
+        entries per instant (ties at an instant are where an off-by-one shows)."""
+        wallet = _wallet(account)
+        for i in range(n_charges):
+            pool = Channel.MOBILE if i % 5 == 0 else Channel.EMAIL
+            cause = Cause(operation=Operation.UNLOCK, datum=f"email:l{i}@corp.com")
+            wallet.charge(pool, 1, T0 + timedelta(minutes=(i + 1) // 2), cause)
+        made = list(wallet.pending_entries)
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(wallet)
+            uow.commit()
+        return made
+
+    @pytest.mark.parametrize("n_charges", [9, 10, 11, 1_000])
+    def test_a_long_ledger_reads_in_seq_order_page_by_page(
+        self, repository: Repository, n_charges: int
+    ) -> None:
+        # Ledgers of 11, 12, 13 and 1,002 entries: past ten, seqs sorted as text would read
+        # 0, 1, 10, 11, 2, ...; past a page of 1,000, a statement needs a second page.
+        made = self._seed_long_ledger(repository, n_charges)
+        total = len(made)
+        assert [e.seq for e in repository.entries("acct", limit=total + 1)] == list(range(total))
+        assert list(repository.entries("acct", limit=total)) == made
+        for limit in sorted({1, 2, 3, 10, 11, total - 1, total, total + 1} - {0}):
+            pages: list[LedgerEntry] = []
+            after = -1
+            while True:
+                page = list(repository.entries("acct", after_seq=after, limit=limit))
+                assert all(e.seq > after for e in page), f"a page after seq {after} repeats it"
+                assert len(page) == min(limit, total - len(pages)), (limit, after, len(page))
+                pages += page
+                if len(page) < limit:
+                    break
+                after = page[-1].seq
+            assert [e.seq for e in pages] == list(range(total)), f"pages of {limit}"
+        for after in (-1, 0, 9, 10, total - 2, total - 1):
+            assert [e.seq for e in repository.entries("acct", after_seq=after, limit=3)] == list(
+                range(after + 1, min(after + 4, total))
+            )
+
+    def test_entries_and_past_balances_at_exact_instants(self, repository: Repository) -> None:
+        made = self._seed_long_ledger(repository, 12)
+        instants = sorted({e.at for e in made})
+        probes = [
+            *instants,
+            *(at + timedelta(seconds=30) for at in instants),
+            *(at - timedelta(microseconds=1) for at in instants),
+        ]
+        for since in [None, *probes]:
+            for until in [None, *probes[::3]]:
+                expected = [
+                    e.seq
+                    for e in made
+                    if (since is None or since <= e.at) and (until is None or e.at < until)
+                ]
+                read = repository.entries("acct", since=since, until=until, limit=100)
+                assert [e.seq for e in read] == expected, f"since={since} until={until}"
+        for at in probes:
+            for pool in Channel:
+                mine = [e for e in made if e.pool is pool and e.at <= at]
+                found = repository.last_entry("acct", pool, at)
+                assert found == (mine[-1] if mine else None), f"last {pool} entry at {at}"
+
+    def test_a_renewal_due_exactly_now_is_due(self, repository: Repository) -> None:
+        wallet = _wallet("due")
+        boundary = wallet.next_boundary_at
+        assert boundary is not None
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(wallet)
+            uow.add_wallet(_wallet("later", at=T0 + timedelta(microseconds=1)))
+            uow.commit()
+        assert repository.due_accounts(boundary - timedelta(microseconds=1), 10) == []
+        assert repository.due_accounts(boundary, 10) == ["due"]
+        assert repository.due_accounts(boundary + timedelta(microseconds=1), 10) == [
+            "due",
+            "later",
+        ]
+
+    def test_accounts_with_separator_characters_keep_to_themselves(
+        self, repository: Repository
+    ) -> None:
+        # Storage keys built by joining an id with ":" or "/" without escaping it let one
+        # account read another's rows; percent-encoding without escaping "%" does too.
+        ids = ["a", "a:b", "a:", "a/b", "a%3Ab", "a%2Fb", "ü:", "a b", "b"]
+        for n, account in enumerate(ids):
+            self._seed_long_ledger(repository, n, account)
+        contact = Contact.email("shared@corp.com")
+        with repository.unit_of_work() as uow:
+            for n, account in enumerate(ids):
+                uow.dedup.add([attrs.evolve(_ownership(contact, n + 2), account=account)])
+                uow.idempotency.put(
+                    attrs.evolve(_record("same-key"), account=account, fingerprint=f"{n:064d}")
+                )
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            uow.dedup.mark_refunded("a", contact, T0 + timedelta(days=1))
+            uow.commit()
+        for n, account in enumerate(ids):
+            read = repository.entries(account, limit=100)
+            assert {e.account for e in read} == {account}, account
+            assert [e.seq for e in read] == list(range(n + 2)), account
+            for pool in Channel:
+                last = [e for e in read if e.pool is pool][-1]
+                assert repository.last_entry(account, pool, T0 + timedelta(days=1)) == last
+            owned = repository.owned(account, limit=10)
+            assert [(r.account, r.entry_seq) for r in owned] == [(account, n + 2)]
+            assert (owned[0].refunded_at is not None) is (account == "a"), account
+            with repository.unit_of_work() as uow:
+                record = uow.idempotency.get(account, "same-key")
+                assert record is not None and record.account == account
+                assert record.fingerprint == f"{n:064d}", account
+        assert list(repository.accounts(limit=100)) == sorted(ids)
+
+    def test_one_idempotency_key_on_two_accounts_is_two_records(
+        self, repository: Repository
+    ) -> None:
+        first = _record("k", hold_id="acct#0")
+        other = attrs.evolve(_record("k"), account="acct:2", fingerprint="0" * 64)
+        with repository.unit_of_work() as uow:
+            uow.idempotency.put(first)
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            assert uow.idempotency.get("acct:2", "k") is None
+            uow.idempotency.put(other)
+            uow.commit()
+        with repository.unit_of_work() as uow:
+            assert uow.idempotency.get("acct", "k") == first
+            assert uow.idempotency.get("acct:2", "k") == other
+
+    def test_a_refund_mark_persists_with_the_wallet_saved_beside_it(
+        self, repository: Repository
+    ) -> None:
+        # As report_bounce does it: load the wallet, read the ownership, mark it refunded,
+        # credit the refund, save the wallet, commit, in one unit of work.
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.dedup.add([_ownership(A, 2)])
+            uow.commit()
+        for attempt in range(2):
+            with repository.unit_of_work() as uow:
+                wallet = uow.load_wallet("acct")
+                assert wallet is not None
+                record = uow.dedup.owned("acct", [A])[A]
+                if attempt:
+                    assert record.refunded_at == T0 + timedelta(days=1)
+                    with pytest.raises(AlreadyRefunded):
+                        uow.dedup.mark_refunded("acct", A, T0 + timedelta(days=2))
+                    continue
+                uow.dedup.mark_refunded("acct", A, T0 + timedelta(days=1))
+                wallet.refund(
+                    Channel.EMAIL, 1, T0 + timedelta(days=1), Cause(operation=Operation.BOUNCE)
+                )
+                uow.save_wallet(wallet)
+                uow.commit()
+        assert [r.refunded_at for r in repository.owned("acct", limit=10)] == [
+            T0 + timedelta(days=1)
+        ]
+
+    @pytest.mark.parametrize("same_datum", [True, False], ids=["same-datum", "other-data"])
+    def test_overlapping_units_of_work_tell_callers_what_the_ledger_shows(
+        self, repository: Repository, same_datum: bool
+    ) -> None:
+        # Two units of work charge at once, the second starting once the first has read
+        # the wallet and found its datum unowned. A correct adapter makes the second wait
+        # (or conflict) until the first ends; one that checks, then writes, lets both
+        # charge on what they read: what the callers are told, the ledger's charges, the
+        # ownership records and the balance part ways.
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(_wallet())
+            uow.commit()
+        first_read, first_wrote, second_wrote = (threading.Event() for _ in range(3))
+        told: list[Contact] = []
+        errors: list[BaseException] = []
+
+        def charge(contact: Contact, *, first: bool) -> None:
+            for _ in range(20):  # a lost race is retried, as the service does
+                try:
+                    with repository.unit_of_work() as uow:
+                        wallet = uow.load_wallet("acct")
+                        assert wallet is not None
+                        owned = uow.dedup.owned("acct", [contact])
+                        if first:  # let the second read and write, if the adapter lets it
+                            first_read.set()
+                            second_wrote.wait(OVERLAP_WAIT_S)
+                        if owned:
+                            return
+                        entry = wallet.charge(
+                            Channel.EMAIL,
+                            1,
+                            T0,
+                            Cause(operation=Operation.UNLOCK, datum=str(contact)),
+                        )
+                        uow.dedup.add([_ownership(contact, entry.seq)])
+                        uow.save_wallet(wallet)
+                        if first:
+                            first_wrote.set()
+                        else:  # and commit after the first wrote: both wrote on one read
+                            second_wrote.set()
+                            first_wrote.wait(OVERLAP_WAIT_S)
+                        uow.commit()
+                    told.append(contact)
+                    return
+                except ConcurrencyConflict:
+                    for event in (first_read, first_wrote, second_wrote):
+                        event.set()
+                except BaseException as exc:  # surfaced below, with the thread's name
+                    errors.append(exc)
+                    return
+
+        a, b = A, (A if same_datum else Contact.email("b@corp.com"))
+
+        def second() -> None:
+            first_read.wait(OVERLAP_WAIT_S)
+            charge(b, first=False)
+
+        threads = [
+            threading.Thread(target=charge, args=(a,), kwargs={"first": True}, daemon=True),
+            threading.Thread(target=second, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        join_all(threads)
+        assert not errors, errors
+        entries = list(repository.entries("acct", limit=100))
+        charges = [str(e.cause.datum) for e in entries if e.kind is EntryKind.CHARGE]
+        owned = [r.contact for r in repository.owned("acct", limit=10)]
+        assert [e.seq for e in entries] == list(range(len(entries)))
+        assert sorted(charges) == sorted(map(str, told)) == sorted(map(str, owned)), (
+            f"callers were told {told}; the ledger charged {charges}; owned: {owned}"
+        )
+        assert len(told) == (1 if same_datum else 2)
+        with repository.unit_of_work() as uow:
+            wallet = uow.load_wallet("acct")
+            assert wallet is not None
+            assert wallet.balance(Channel.EMAIL) == 12_000 - len(told)
+            assert wallet.next_seq == len(entries)
 
     # -- every error path of every port call ----------------------------------------
     #

@@ -12,6 +12,12 @@ every step checks, as invariants:
 - R15: no pool is ever below zero, nor its available credits;
 - R20: balance = grants + refunds - charges - forfeits, recomputed from the statement,
   and equal to the model's balance.
+
+and, as rules of their own: R17 with a small pool of keys both accounts use (a replay
+answers the account's own first answer, another account's use of the key included);
+R19/R21 statements in seq order with running balances, the same entries read in pages of
+1 to 4, windows and past balances at an entry's exact instant and a microsecond either
+side.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from credits_domain.charging import ChargeResult
 from credits_domain.contact import Channel, Contact
 from credits_domain.errors import CreditsError, IdempotencyKeyReused
-from credits_domain.ledger import EntryKind
+from credits_domain.ledger import EntryKind, LedgerEntry
 from credits_domain.plans import Credits, Plan, Price
 from credits_domain.ports import Clock, Repository, Verifier
 from credits_domain.service import CreditService
@@ -37,7 +43,12 @@ from credits_domain.verdict import Verdict
 
 START = datetime(2024, 1, 31, 9, 30, tzinfo=UTC)  # a 31st: exercises month-end clamping (R4)
 ACCOUNTS = ("acme", "globex")
+# The second id extends the first past a ":", as a storage key built without escaping it
+# would: each account must still read only its own rows.
+MACHINE_ACCOUNTS = ("acme", "acme:eu")
 UNIVERSE = contact_universe(9)
+SHARED_KEYS = ("k1", "k2", "k3")
+TICK = timedelta(microseconds=1)  # the storage's resolution: the closest other instant
 
 # Small allowances make insufficiency (R15), caps (R5) and cross-pool prices (R2) common.
 MACHINE_PLANS = (
@@ -89,7 +100,10 @@ class CreditsStateMachine(RuleBasedStateMachine):
             repository=self.repository, verifier=self._verifier_port(), clock=self._clock_port()
         )
         self.model = ReferenceModel()
-        self.keys_used = 0
+        # (account, key) -> the payload first sent under the key, and its answer (R17)
+        self.answered: dict[
+            tuple[str, str], tuple[tuple[str, tuple[Contact, ...]], ChargeResult]
+        ] = {}
 
     def _verifier_port(self) -> Verifier:
         return self.verifier
@@ -124,11 +138,11 @@ class CreditsStateMachine(RuleBasedStateMachine):
             raise AssertionError(f"system succeeded; the model expected {expected_error.__name__}")
         return expected, actual
 
-    @initialize(account=st.sampled_from(ACCOUNTS), plan=st.sampled_from(MACHINE_PLANS))
+    @initialize(account=st.sampled_from(MACHINE_ACCOUNTS), plan=st.sampled_from(MACHINE_PLANS))
     def first_subscription(self, account: str, plan: Plan) -> None:
         self.subscribe(account, plan)
 
-    @rule(account=st.sampled_from(ACCOUNTS), plan=st.sampled_from(MACHINE_PLANS))
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS), plan=st.sampled_from(MACHINE_PLANS))
     def subscribe(self, account: str, plan: Plan) -> None:
         now = self.clock.at
         self._both(
@@ -136,7 +150,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
             lambda: self.model.subscribe(account, plan, now),
         )
 
-    @rule(account=st.sampled_from(ACCOUNTS), plan=st.sampled_from(MACHINE_PLANS))
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS), plan=st.sampled_from(MACHINE_PLANS))
     def change_plan(self, account: str, plan: Plan) -> None:
         now = self.clock.at
         self._both(
@@ -145,17 +159,16 @@ class CreditsStateMachine(RuleBasedStateMachine):
         )
 
     @rule(
-        account=st.sampled_from(ACCOUNTS),
+        account=st.sampled_from(MACHINE_ACCOUNTS),
         operation=st.sampled_from(["unlock", "export", "enrich"]),
         contacts=requests(UNIVERSE),
-        key=st.none() | st.sampled_from(["k1", "k2"]),
+        # A small pool of keys that both accounts use: a key is the account's own (R17),
+        # so another account's request under it neither replays nor overwrites it.
+        key=st.none() | st.sampled_from(SHARED_KEYS),
     )
     def charge(
         self, account: str, operation: str, contacts: list[Contact], key: str | None
     ) -> None:
-        if key is not None:  # a fresh key per request; replays are checked below
-            self.keys_used += 1
-            key = f"{key}-{self.keys_used}"
         now = self.clock.at
         calls: dict[str, Callable[[], object]] = {
             "unlock": lambda: self.service.unlock(account, contacts, idempotency_key=key),
@@ -164,6 +177,10 @@ class CreditsStateMachine(RuleBasedStateMachine):
             ),
             "enrich": lambda: self.service.enrich(account, contacts, idempotency_key=key),
         }
+        payload = (operation, tuple(contacts))
+        if key is not None and (account, key) in self.answered:
+            self._use_again(account, key, payload, calls[operation])
+            return
         pair = self._both(
             calls[operation],
             lambda: self.model.charge(account, contacts, self.verifier.verdict_of, now),
@@ -174,19 +191,90 @@ class CreditsStateMachine(RuleBasedStateMachine):
         assert isinstance(result, ChargeResult)
         outcomes = [item.outcome for item in result.items]
         assert outcomes == expected, f"{operation} {contacts}: {outcomes} != model {expected}"
-        if key is not None:  # R17: a replay answers the same and charges nothing more
-            before = self.service.balance(account)
-            again = calls[operation]()
+        if key is not None:
+            self.answered[(account, key)] = (payload, result)
+            self._use_again(account, key, payload, calls[operation])
+            for other in MACHINE_ACCOUNTS:  # the same key of another account is untouched
+                if other != account and (other, key) in self.answered:
+                    self._replay(other, key)
+
+    def _replay(self, account: str, key: str) -> None:
+        (operation, contacts), first = self.answered[(account, key)]
+        again = {
+            "unlock": lambda: self.service.unlock(account, contacts, idempotency_key=key),
+            "export": lambda: self.service.export(
+                account, contacts, destination="csv", idempotency_key=key
+            ),
+            "enrich": lambda: self.service.enrich(account, contacts, idempotency_key=key),
+        }[operation]()
+        assert again.replayed and again.items == first.items, f"R17: {account} {key}"
+
+    def _use_again(
+        self,
+        account: str,
+        key: str,
+        payload: tuple[str, tuple[Contact, ...]],
+        call: Callable[[], object],
+    ) -> None:
+        """R17: the same payload under a used key is answered as the first time and charges
+        nothing more; another payload is refused."""
+        first_payload, first = self.answered[(account, key)]
+        before = self.service.balance(account)
+        if payload == first_payload:
+            again = call()
             assert isinstance(again, ChargeResult)
-            assert again.replayed and again.items == result.items
-            assert self.service.balance(account) == before
-            other = [*contacts, UNIVERSE[0]]
+            assert again.replayed and again.items == first.items, f"R17: {account} {key}"
+        else:
             try:
-                self.service.unlock(account, other, idempotency_key=key)
+                call()
             except IdempotencyKeyReused:
                 pass
             else:
-                raise AssertionError("R17: a key reused with another payload must be refused")
+                raise AssertionError(f"R17: {account} reused {key!r} with another payload")
+        assert self.service.balance(account) == before, f"R17: {account} {key} charged again"
+        try:
+            self.service.unlock(account, [*first_payload[1], UNIVERSE[0]], idempotency_key=key)
+        except IdempotencyKeyReused:
+            pass
+        else:
+            raise AssertionError("R17: a key reused with another payload must be refused")
+
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS), page=st.integers(1, 4), data=st.data())
+    def read_statement(self, account: str, page: int, data: st.DataObject) -> None:
+        """R19, R21: the statement in seq order with running balances; the same entries read
+        in small pages; windows and past balances at an entry's exact instant and between."""
+        statement = list(self.service.statement(account)) if account in self.model.accounts else []
+        assert [e.seq for e in statement] == list(range(len(statement))), "R19: seq order"
+        running = dict.fromkeys(Channel, 0)
+        for before, entry in zip([None, *statement], statement, strict=False):
+            running[entry.pool] += entry.amount
+            assert entry.account == account, f"{account} reads {entry}"
+            assert entry.balance_after == running[entry.pool], f"R21: running balance {entry}"
+            assert before is None or before.at <= entry.at, f"R19: time order {entry}"
+        paged: list[LedgerEntry] = []
+        after = -1
+        while True:
+            chunk = list(self.repository.entries(account, after_seq=after, limit=page))
+            assert len(chunk) <= page
+            # A page that repeats its cursor would never end.
+            assert all(e.seq > after for e in chunk), f"a page after seq {after}: {chunk}"
+            paged += chunk
+            if len(chunk) < page:
+                break
+            after = chunk[-1].seq
+        assert paged == statement, f"pages of {page} differ from the statement"
+        if not statement:
+            return
+        at = data.draw(st.sampled_from(statement)).at
+        at += data.draw(st.sampled_from([timedelta(0), -TICK, TICK]))
+        window = list(self.repository.entries(account, since=at))
+        assert window == [e for e in statement if e.at >= at], f"entries since {at}"
+        window = list(self.repository.entries(account, until=at))
+        assert window == [e for e in statement if e.at < at], f"entries until {at}"
+        past = self.service.balance_at(account, at)
+        for pool in Channel:
+            mine = [e.balance_after for e in statement if e.pool is pool and e.at <= at]
+            assert past.of(pool) == (mine[-1] if mine else 0), f"R21: {pool} at {at}"
 
     @rule(contact=st.sampled_from(UNIVERSE), verdict=st.sampled_from(list(Verdict)))
     def set_verdict(self, contact: Contact, verdict: Verdict) -> None:
@@ -199,19 +287,19 @@ class CreditsStateMachine(RuleBasedStateMachine):
     def advance_time(self, days: int, seconds: int) -> None:
         self.clock.at += timedelta(days=days, seconds=seconds)
 
-    @rule(account=st.sampled_from(ACCOUNTS))
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS))
     def cancel(self, account: str) -> None:
         self._both(lambda: self.service.cancel(account), lambda: self.model.cancel(account))
 
-    @rule(account=st.sampled_from(ACCOUNTS))
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS))
     def pause(self, account: str) -> None:
         self._both(lambda: self.service.pause(account), lambda: self.model.pause(account))
 
-    @rule(account=st.sampled_from(ACCOUNTS))
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS))
     def resume(self, account: str) -> None:
         self._both(lambda: self.service.resume(account), lambda: self.model.resume(account))
 
-    @rule(account=st.sampled_from(ACCOUNTS), contact=st.sampled_from(UNIVERSE))
+    @rule(account=st.sampled_from(MACHINE_ACCOUNTS), contact=st.sampled_from(UNIVERSE))
     def bounce(self, account: str, contact: Contact) -> None:
         now = self.clock.at
         self._both(
