@@ -29,7 +29,8 @@ KEY_PREFIX: Final = "ck_"
 KEY_ENTROPY_BYTES: Final = 40
 """Random bytes a new key is made of: 8 for its public id, 32 for its secret."""
 _KEY = re.compile(r"^ck_(?P<key_id>[0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
-_DUMMY_HASH: Final = hashlib.sha256(b"no such key").hexdigest()
+DUMMY_HASH: Final = hashlib.sha256(b"no such key").hexdigest()
+"""What an unknown key id is compared against, so that it costs what a known one does."""
 
 
 @attrs.frozen(kw_only=True)
@@ -79,11 +80,20 @@ def key_id_of(token: str) -> str | None:
 def verify(token: str, record: ApiKeyRecord | None) -> str | None:
     """The record's account if `token` is its key and it is active; compares in constant
     time whether or not there is a record."""
-    expected = _DUMMY_HASH if record is None else record.key_hash
+    expected = DUMMY_HASH if record is None else record.key_hash
     matches = hmac.compare_digest(expected.encode(), hash_key(token).encode())
     if record is None or not matches or record.revoked_at is not None:
         return None
     return record.account
+
+
+def verify_found(
+    token: str, *, key_hash: str, account: str, found: bool, revoked: bool
+) -> str | None:
+    """`verify` for a store that reads one row whether or not the key id exists (the
+    dummy row carries DUMMY_HASH): the same work either way, in constant time."""
+    matches = hmac.compare_digest(key_hash.encode(), hash_key(token).encode())
+    return account if found and matches and not revoked else None
 
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")

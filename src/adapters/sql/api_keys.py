@@ -20,6 +20,7 @@ from adapters.sql.errors import ApiKeysTableMissing, translated
 from adapters.sql.schema import UtcInstant
 from credits_domain import ApiKeyInfo, Clock, InvalidRequest, UnknownApiKey
 from credits_domain.keys import (
+    DUMMY_HASH,
     KEY_ENTROPY_BYTES,
     ApiKeyRecord,
     IssuedKey,
@@ -27,7 +28,7 @@ from credits_domain.keys import (
     hash_key,
     key_id_of,
     new_key,
-    verify,
+    verify_found,
 )
 from credits_domain.limits import MAX_ACCOUNT_ID_LENGTH, check_account
 
@@ -51,6 +52,21 @@ api_keys = sa.Table(
     sa.Column("created_at", UtcInstant(), nullable=False),
     sa.Column("revoked_at", UtcInstant(), nullable=True),
 )
+
+
+_FOUND = sa.select(
+    api_keys.c.key_hash,
+    api_keys.c.account,
+    api_keys.c.revoked_at.is_not(None).label("revoked"),
+    sa.literal(1).label("found"),
+).where(api_keys.c.key_id == sa.bindparam("key_id"))
+_DUMMY = sa.select(
+    sa.bindparam("dummy", type_=sa.String),
+    sa.literal(""),
+    sa.literal(True),
+    sa.literal(0),
+)
+_AUTHENTICATE = sa.union_all(_FOUND, _DUMMY).order_by(sa.desc("found")).limit(1)
 
 
 class SqlApiKeyStore:
@@ -147,8 +163,15 @@ class SqlApiKeyStore:
             translated("looking up an API key", url=self._engine.url),
             self._engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
         ):
-            record = self._record(conn, key_id)
-        account = verify(token, record)
+            # One row whether or not the key id exists (a dummy row stands in for an
+            # unknown one), with no instant to parse: a wrong secret for a real key id
+            # costs what an unknown key id does, so the timing tells no key id apart.
+            key_hash, owner, revoked, found = conn.execute(
+                _AUTHENTICATE, {"key_id": key_id, "dummy": DUMMY_HASH}
+            ).one()
+        account = verify_found(
+            token, key_hash=key_hash, account=owner, found=bool(found), revoked=bool(revoked)
+        )
         if account is not None and self._cache_ttl_s > 0:
             with self._cache_lock:
                 if self._revocations != revocations:
