@@ -25,8 +25,9 @@ from credits_domain import (
     RequestInFlight,
     StorageUnavailable,
 )
+from credits_domain.testing import ChosenPaths
 from tcp_proxy import TcpProxy
-from test_sql_charging import START, UnitsOfWorkOnly
+from test_sql_charging import START
 
 pytestmark = pytest.mark.postgres
 POLICY = ChargePolicy(hold_ttl_s=60)
@@ -46,7 +47,7 @@ def test_a_cut_around_the_commit_neither_loses_nor_doubles_a_charge(
         with SqlRepository.connect(proxied, migrate=True) as repository:
             store: Repository = repository
             if path == "units of work":
-                store = UnitsOfWorkOnly(repository)
+                store = ChosenPaths(repository, reserve=False, settle=False)
             clock = ManualClock(START)
             trap = TrapOnce(proxy)
             verifier = ScriptedVerifier(before_answer=trap.arm)  # runs between the phases

@@ -30,6 +30,7 @@ from credits_domain import (
     Repository,
     Verdict,
 )
+from credits_domain.testing import ChosenPaths
 from statement_capture import Sent, captured, flat_values
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -45,19 +46,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'charging.db'}"
     else:
         yield request.getfixturevalue("postgres_url")
-
-
-class UnitsOfWorkOnly:
-    """The same repository without its one-call path: the service charges through units of
-    work and the Wallet aggregate (what a third-party adapter without ChargePath gets)."""
-
-    def __init__(self, repository: SqlRepository) -> None:
-        self._repository = repository
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("reserve_fast", "settle_fast"):
-            raise AttributeError(name)
-        return getattr(self._repository, name)
 
 
 def service_on(repository: Repository, clock: ManualClock) -> CreditService:
@@ -104,7 +92,7 @@ def test_the_one_call_path_leaves_what_units_of_work_leave(db_url: str) -> None:
     with SqlRepository.connect(db_url, migrate=True) as repository:
         fast_clock, slow_clock = ManualClock(START), ManualClock(START)
         fast = service_on(repository, fast_clock)
-        slow = service_on(UnitsOfWorkOnly(repository), slow_clock)
+        slow = service_on(ChosenPaths(repository, reserve=False, settle=False), slow_clock)
         story(fast, "fast", fast_clock)
         story(slow, "slow", slow_clock)
         assert comparable(list(fast.statement("fast"))) == comparable(list(slow.statement("slow")))
