@@ -445,7 +445,11 @@ def test_a_request_in_flight_is_409_then_replays(world: ApiWorld) -> None:
             assert entered.wait(GATE_TIMEOUT_S)
             busy = c.post(UNLOCK, json=payload, headers=headers)
             assert_problem(busy, 409, "request-in-flight")
-            assert busy.headers["retry-after"] == "1"
+            # The seconds left of the first attempt's lease (the clock stands still here).
+            assert busy.headers["retry-after"] == str(gw.service.policy.lease_s)
+            gw.clock.advance(timedelta(seconds=12))
+            later = c.post(UNLOCK, json=payload, headers=headers)
+            assert later.headers["retry-after"] == str(gw.service.policy.lease_s - 12)
         finally:
             release.set()
             thread.join(GATE_TIMEOUT_S)

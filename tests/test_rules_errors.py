@@ -296,10 +296,18 @@ def test_errors_a_bounce_report_needs_a_contact() -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [{"hold_ttl_s": 0}, {"refund_window_s": -1}, {"max_batch": 0}, {"max_batch": 1.5}],
+    [
+        {"hold_ttl_s": 0},
+        {"refund_window_s": -1},
+        {"max_batch": 0},
+        {"max_batch": 1.5},
+        {"lease_s": 0},
+        {"hold_ttl_s": 60, "lease_s": 61},
+    ],
 )
 def test_errors_a_policy_refuses_impossible_limits(settings: dict[str, Any]) -> None:
-    """R16/R18: TTLs, windows and batch limits are whole numbers >= 1."""
+    """R16/R18: TTLs, leases, windows and batch limits are whole numbers >= 1; a lease
+    never outlasts a hold's longest life."""
     with pytest.raises(InvalidRequest):
         ChargePolicy(**settings)
 

@@ -48,6 +48,7 @@ from rules_support import (
 )
 
 TTL_S = 60
+LEASE_S = 20
 
 
 class Crash(BaseException):
@@ -59,7 +60,7 @@ def crash(batch: Sequence[Contact]) -> None:
 
 
 def short_ttl_world() -> World:
-    return make_world(policy=ChargePolicy(hold_ttl_s=TTL_S))
+    return make_world(policy=ChargePolicy(hold_ttl_s=TTL_S, lease_s=LEASE_S))
 
 
 # -- R16: reserve, verify, settle -----------------------------------------------------------
@@ -135,9 +136,10 @@ def test_r16_concurrent_requests_cannot_spend_held_credits_twice() -> None:
     assert w.service.unlock(ACCOUNT, [late]).items[0].outcome is Outcome.CHARGED
 
 
-def test_r16_an_unsettled_hold_expires_after_the_ttl() -> None:
-    """R16: "a hold that is never settled expires and is released" -- after the policy's
-    hold_ttl_s, not before; the crashed request charged nothing and owns nothing."""
+def test_r16_an_unsettled_hold_expires_when_its_lease_lapses() -> None:
+    """R16: "a hold that is never settled expires and is released" -- once the policy's
+    lease_s passes unrenewed, not before; the crashed request charged nothing and owns
+    nothing."""
     w = short_ttl_world()
     w.service.subscribe(ACCOUNT, "boost")
     w.hook = crash
@@ -146,7 +148,7 @@ def test_r16_an_unsettled_hold_expires_after_the_ttl() -> None:
         w.service.unlock(ACCOUNT, request)
     b = w.balance()
     assert (b.email, b.email_available, b.mobile_available) == (12_000, 11_997, 799)
-    w.advance(timedelta(seconds=TTL_S) - SECOND)
+    w.advance(timedelta(seconds=LEASE_S) - SECOND)
     assert w.balance().email_available == 11_997
     w.advance(SECOND)
     b = w.balance()
@@ -156,27 +158,29 @@ def test_r16_an_unsettled_hold_expires_after_the_ttl() -> None:
     assert w.service.unlock(ACCOUNT, request).charged_credits.email == 3
 
 
-def test_r16_by_default_an_unsettled_hold_lives_fifteen_minutes() -> None:
-    """R16: under the default policy a hold outlives a slow verifier: the credits of a
-    request that died mid-verification stay held for 15 minutes, and are free again at
-    exactly 15 minutes (ARCHITECTURE.md, decision 13)."""
+def test_r16_by_default_an_unsettled_hold_is_released_after_thirty_seconds() -> None:
+    """R16: under the default policy the credits of a request that died mid-verification
+    stay held for its 30-second lease, and are free again at exactly 30 seconds (a live
+    request renews its lease, up to 15 minutes: ARCHITECTURE.md, decision 13)."""
     w = make_world()
+    assert (w.service.policy.lease_s, w.service.policy.hold_ttl_s) == (30, 15 * 60)
     w.service.subscribe(ACCOUNT, "boost")
     w.hook = crash
     with pytest.raises(Crash):
         w.service.unlock(ACCOUNT, emails(2))
-    w.advance(timedelta(minutes=15) - SECOND)
+    w.advance(timedelta(seconds=30) - SECOND)
     assert w.balance().email_available == 11_998
     w.advance(SECOND)
     assert w.balance().email_available == 12_000
 
 
-@pytest.mark.parametrize(("took_s", "expired"), [(TTL_S - 1, False), (TTL_S + 1, True)])
-def test_r16_hold_expired_when_the_clock_jumps_past_the_ttl_during_verification(
+@pytest.mark.parametrize(("took_s", "expired"), [(LEASE_S - 1, False), (LEASE_S + 1, True)])
+def test_r16_hold_expired_when_the_clock_jumps_past_the_lease_during_verification(
     took_s: int, expired: bool
 ) -> None:
-    """R16: a verification that outlives the hold cannot settle: HoldExpired, nothing
-    charged, credits available again; one that finishes in time is charged."""
+    """R16: a verifier call that outlives the lease, with no heartbeat to renew it, cannot
+    settle: HoldExpired, nothing charged, credits available again; one that finishes in
+    time is charged."""
     w = short_ttl_world()
     w.service.subscribe(ACCOUNT, "boost")
 
@@ -330,7 +334,7 @@ def test_r17_request_in_flight_while_the_first_is_still_verifying() -> None:
 
 
 def test_r17_a_retry_takes_over_after_the_first_attempt_crashed() -> None:
-    """R17 with R16: after a crash the key is in flight until the hold expires; then a
+    """R17 with R16: after a crash the key is in flight until the lease lapses; then a
     retry with the same key runs the request once, and later repeats replay it."""
     w = short_ttl_world()
     w.service.subscribe(ACCOUNT, "boost")
@@ -339,9 +343,10 @@ def test_r17_a_retry_takes_over_after_the_first_attempt_crashed() -> None:
     with pytest.raises(Crash):
         w.service.unlock(ACCOUNT, data, idempotency_key="k")
     w.hook = None
-    with pytest.raises(RequestInFlight):
+    with pytest.raises(RequestInFlight) as refused:
         w.service.unlock(ACCOUNT, data, idempotency_key="k")
-    w.advance(timedelta(seconds=TTL_S))
+    assert refused.value.retry_after_s == LEASE_S
+    w.advance(timedelta(seconds=LEASE_S))
     retry = w.service.unlock(ACCOUNT, data, idempotency_key="k")
     assert (retry.replayed, retry.charged(Channel.EMAIL)) == (False, 2)
     assert w.service.unlock(ACCOUNT, data, idempotency_key="k").replayed

@@ -130,8 +130,14 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
         for closer in reversed(closers):
             closer.close()  # type: ignore[attr-defined]
         raise
+    from adapters.heartbeat import ThreadHeartbeat
+
     service = CreditService(
-        repository=repository, verifier=verifier, clock=clock, policy=settings.policy
+        repository=repository,
+        verifier=verifier,
+        clock=clock,
+        policy=settings.policy,
+        heartbeat=ThreadHeartbeat(),  # renews a request's lease while it is verified (R16)
     )
     return Wiring(
         service=service,

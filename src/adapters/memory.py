@@ -514,7 +514,15 @@ class InMemoryUnitOfWork:
                     f"{expected} (another unit of work saved it since it was loaded, or "
                     "it was never added); load it again and retry"
                 )
-            self._stage(wallet, attrs.evolve(stored, version=expected + 1))
+            # As SQL, which never rewrites a stored hold: a renewal (renew_hold) stays.
+            renewed = {
+                hold_id: kept
+                for hold_id, hold in stored.holds.items()
+                if (kept := current.holds.get(hold_id)) is not None
+                and kept.expires_at > hold.expires_at
+            }
+            holds = {**stored.holds, **renewed} if renewed else stored.holds
+            self._stage(wallet, attrs.evolve(stored, holds=holds, version=expected + 1))
 
     def _stage(self, wallet: Wallet, stored: Wallet) -> None:
         account = stored.account
@@ -587,6 +595,31 @@ class InMemoryRepository:
         if owned is None:
             owned = self.owned_by[account] = _Owned(self.ledger_of(account))
         return owned
+
+    def renew_hold(
+        self, account: str, hold_id: str, *, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Repository.renew_hold: the stored wallet's hold, at the same version (a unit
+        of work holds `lock` from its load to its commit, so none is under way)."""
+        account = check_account(account)
+        if not isinstance(hold_id, str):
+            raise InvalidRequest(f"a hold id is a string, got {hold_id!r}")
+        now, expires_at = _instant(now), _instant(expires_at)
+        self.acquire("renewing a hold")
+        try:
+            wallet = self.wallets.get(account)
+            hold = None if wallet is None else wallet.holds.get(hold_id)
+            if wallet is None or hold is None or hold.expires_at <= now:
+                return False
+            if hold.expires_at < expires_at:
+                renewed = attrs.evolve(hold, expires_at=expires_at)
+                with self.data_lock:
+                    self.wallets[account] = attrs.evolve(
+                        wallet, holds={**wallet.holds, hold_id: renewed}
+                    )
+            return True
+        finally:
+            self.lock.release()
 
     # -- set-based charging (ports.ChargePath) ---------------------------------------------
 

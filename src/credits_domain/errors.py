@@ -111,15 +111,20 @@ class IdempotencyKeyReused(CreditsError):
 
 
 class RequestInFlight(CreditsError):
-    """The first request with this idempotency key is still being verified; retry later."""
+    """The first request with this idempotency key is still being verified; retry later.
 
-    def __init__(self, account: str, key: str) -> None:
+    `retry_after_s` is how many seconds remain of its lease (at least 1): if the first
+    attempt died, a retry after that takes the request over (R16, R17)."""
+
+    def __init__(self, account: str, key: str, *, retry_after_s: int = 1) -> None:
         super().__init__(
             f"a request of account {account!r} with idempotency key {key!r} is still in flight; "
-            "retry after it finishes or its hold expires"
+            f"retry in {retry_after_s} s: by then it has finished, or its lease has lapsed "
+            "and the retry takes it over"
         )
         self.account = account
         self.key = key
+        self.retry_after_s = retry_after_s
 
 
 class HoldExpired(CreditsError):

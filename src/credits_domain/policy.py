@@ -22,7 +22,10 @@ class ChargePolicy:
     - R10: only VALID is billable; `bill_catch_all=True` also bills CATCH_ALL.
     - R15: items settle in request order and a pool never goes below zero; this is not
       a setting: there is no overdraft.
-    - R16: `hold_ttl_s` is how long a hold lives before it is released unsettled.
+    - R16: a hold is placed for `lease_s`, and the worker renews that lease while it
+      verifies (a heartbeat, ports.Heartbeat); a hold whose lease lapsed is released
+      unsettled, and a retry with the request's idempotency key takes the request over.
+      `hold_ttl_s` is the longest a hold lives in all, renewals included.
     - R18: `refund_window_s` is how long after a charge a bounce is refunded.
     - `max_batch` bounds the contacts of one request; `max_conflict_retries` bounds how
       often a transaction that lost a race is retried.
@@ -33,6 +36,14 @@ class ChargePolicy:
     refund_window_s: int = attrs.field(default=30 * 24 * 3600, validator=_positive)
     max_batch: int = attrs.field(default=10_000, validator=_positive)
     max_conflict_retries: int = attrs.field(default=8, validator=_positive)
+    lease_s: int = attrs.field(default=30, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.lease_s > self.hold_ttl_s:
+            raise InvalidRequest(
+                f"lease_s ({self.lease_s}) must not exceed hold_ttl_s ({self.hold_ttl_s}), "
+                "the longest a hold lives in all; lower lease_s or raise hold_ttl_s"
+            )
 
     def billable(self, verdict: Verdict) -> bool:
         return verdict is Verdict.VALID or (self.bill_catch_all and verdict is Verdict.CATCH_ALL)

@@ -9,6 +9,8 @@
   may change that account (a lock, or an optimistic check that raises
   `ConcurrencyConflict` at save or commit).
 - `ApiKeyStore`: the HTTP API's keys.
+- `Heartbeat` (optional): runs a function periodically while the service waits for the
+  verifier, so that a request's hold (its lease, R16) is renewed during a long call.
 
 What the harness (`credits_domain.testing`) asks of an adapter besides the calls below:
 - `make_repository()` (the contract suites) and the state machine's factory build a
@@ -35,7 +37,8 @@ check them on each):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -63,6 +66,17 @@ class Clock(Protocol):
 class Verifier(Protocol):
     def verify(self, contacts: Sequence[Contact]) -> Sequence[Verdict]:
         """One verdict per contact, in the same order."""
+        ...
+
+
+@runtime_checkable
+class Heartbeat(Protocol):
+    def beating(self, interval_s: float, beat: Callable[[], bool]) -> AbstractContextManager[None]:
+        """While the block runs, call `beat` every `interval_s` seconds (the first call one
+        interval after entering), until it answers False or the block ends; leaving the
+        block stops the beats and waits for one under way. `beat` never raises (the
+        service catches what renewing raises); an adapter bounds the beats it runs (how
+        many at once, how many in all) and simply skips beats beyond its bounds."""
         ...
 
 
@@ -220,6 +234,24 @@ class Repository(Protocol):
         """The newest committed entry of `pool` with `at` <= the given instant (R21);
         None if there is none. Raises InvalidRequest for a naive `at`, a pool that is
         not a Channel, an invalid account id."""
+        ...
+
+    def renew_hold(
+        self, account: str, hold_id: str, *, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Renew a request's lease (R16): move the expiry of the account's hold `hold_id`
+        on to `expires_at` (never back), in a transaction of its own.
+
+        True if the hold is live: stored and expiring after `now`, its expiry now at
+        least `expires_at`. False, changing nothing, if it is gone (settled, released,
+        taken over by a retry) or lapsed (expiring at or before `now`, released or not
+        yet): a renewal never brings back a hold. The wallet row is neither locked nor
+        versioned by it, so a renewal never makes a writer of the account conflict (it
+        may wait a moment for a writer releasing the very hold). The caller bounds
+        `expires_at` by the hold's creation plus ChargePolicy.hold_ttl_s.
+
+        Raises InvalidRequest for an invalid account id, a naive instant or a hold id
+        that is not a string."""
         ...
 
     def due_accounts(self, now: datetime, limit: int) -> Sequence[str]:

@@ -8,15 +8,20 @@ Charging follows reserve, verify, settle (R16):
    are verified; credits freed by data that fail serve the data after them (R15);
 3. settle, in one unit of work: check nobody bought the same data meanwhile, turn the
    hold into one charge per billable datum (R10) and record ownership and the result.
-A crash between the phases leaves only a hold, which expires (R16), and an unfinished
-idempotency record, which a retry with the same key takes over.
+The hold is placed for a short lease (ChargePolicy.lease_s), which the service renews
+while it verifies: through a Heartbeat during each verifier call where one is wired, and
+between verifier calls in any case; never beyond the hold's creation plus hold_ttl_s.
+A crash between the phases leaves only a hold, whose lease lapses within lease_s (R16),
+and an unfinished idempotency record, which a retry with the same key then takes over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -39,6 +44,7 @@ from credits_domain.errors import (
     AlreadySubscribed,
     BatchTooLarge,
     ConcurrencyConflict,
+    CreditsError,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -68,6 +74,7 @@ from credits_domain.ports import (
     ChargePath,
     Clock,
     FastReservation,
+    Heartbeat,
     IdempotencyRecord,
     Repository,
     Settled,
@@ -130,6 +137,7 @@ class _Reservation:
     candidates: Candidates
     capacity: Credits
     owned: frozenset[str]  # the keys (datum_key) of the request's data owned already
+    reserved_at: datetime  # when the hold was placed: it lives until + hold_ttl_s at most
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +148,51 @@ class _Verified:
     settlement: Settlement
     verdicts: tuple[Verdict | None, ...]
     owned: frozenset[str]
+
+
+class _Lease:
+    """A request's hold, renewed while the request is verified (R16): each renewal moves
+    its expiry on to now + lease_s, never beyond its creation + hold_ttl_s."""
+
+    def __init__(
+        self, service: CreditService, account: str, hold_id: str, reserved_at: datetime
+    ) -> None:
+        policy = service.policy
+        self._service, self._account, self._hold_id = service, account, hold_id
+        self._lease = timedelta(seconds=policy.lease_s)
+        self._latest = reserved_at + timedelta(seconds=policy.hold_ttl_s)
+        # Read and written by one beat at a time: a Heartbeat runs `renew` on a thread of
+        # its own, but only inside its block, which waits for a beat under way to end.
+        self._renewed_at = reserved_at
+
+    @property
+    def interval_s(self) -> float:
+        """How often to renew: three times a lease, so one lost renewal costs nothing."""
+        return self._lease.total_seconds() / 3
+
+    def renew(self) -> bool:
+        """Renew now; False once there is no point beating on: the hold is gone or lapsed
+        (a retry may have taken the request over), or it has reached its longest life.
+        Never raises: a storage failure is tried again at the next beat."""
+        now = self._service._now()
+        expires_at = min(now + self._lease, self._latest)
+        if expires_at <= now:
+            return False
+        try:
+            live = self._service._repository.renew_hold(
+                self._account, self._hold_id, now=now, expires_at=expires_at
+            )
+        except CreditsError:  # storage down, a lock wait lost: the next beat retries
+            return True
+        if live:
+            self._renewed_at = now
+        return live and expires_at < self._latest
+
+    def renew_if_due(self) -> None:
+        """Renew if a third of the lease has passed since the last renewal (between
+        verifier calls: one clock read when it is not due)."""
+        if self._service._now() - self._renewed_at >= self._lease / 3:
+            self.renew()
 
 
 @attrs.frozen
@@ -166,10 +219,14 @@ class CreditService:
         clock: Clock,
         policy: ChargePolicy | None = None,
         plans: Mapping[str, Plan] = PLANS,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self._repository = repository
         self._verifier = verifier
         self._clock = clock
+        # Renews a request's lease during a verifier call; without one, the lease is
+        # renewed between verifier calls only (a single call must fit in lease_s).
+        self._heartbeat = heartbeat
         self._policy = policy if policy is not None else ChargePolicy()
         self._plans = plans
         # Set-based charging, where the repository offers it (see ports.ChargePath).
@@ -597,11 +654,19 @@ class CreditService:
         candidates = reserved.candidates
         owned = set(reserved.owned)
         verdicts: list[Verdict | None] = [None] * len(candidates)
+        lease = (
+            None
+            if reserved.hold_id is None
+            else _Lease(self, request.account, reserved.hold_id, reserved.reserved_at)
+        )
         # Each pass verifies at least one more datum or learns that one more is owned.
         for _ in range(2 * len(candidates) + 2):
             settlement = settle(candidates, verdicts, owned, reserved.capacity, self._policy)
             if not settlement.complete:
-                self._verify_into(verdicts, candidates, settlement.to_verify)
+                if lease is not None:
+                    lease.renew_if_due()
+                with self._renewing(lease):
+                    self._verify_into(verdicts, candidates, settlement.to_verify)
                 continue
             verified = _Verified(
                 settlement=settlement, verdicts=tuple(verdicts), owned=frozenset(owned)
@@ -617,12 +682,18 @@ class CreditService:
             owned |= settled.keys
         raise AssertionError("invariant broken: settlement did not converge")
 
+    def _renewing(self, lease: _Lease | None) -> contextlib.AbstractContextManager[None]:
+        """The Heartbeat renewing `lease` during a verifier call, where both exist."""
+        if lease is None or self._heartbeat is None:
+            return contextlib.nullcontext()
+        return self._heartbeat.beating(lease.interval_s, lease.renew)
+
     def _reserve(self, uow: UnitOfWork, *, request: ChargeRequest) -> _Reservation | ChargeResult:
         """Replay or refuse by idempotency key (R17), then hold what the new data could cost,
         up to what is available (R15, R16)."""
         account, key = request.account, request.idempotency_key
         wallet, now = self._load(uow, account)
-        replay = self._replay_or_take_over(uow, wallet, request)
+        replay = self._replay_or_take_over(uow, wallet, request, now)
         if replay is not None:
             uow.save_wallet(wallet)
             return replay
@@ -634,7 +705,7 @@ class CreditService:
         )
         hold_id = None
         if capacity.email or capacity.mobile:
-            hold_id = wallet.place_hold(capacity, now, self._policy.hold_ttl_s).hold_id
+            hold_id = wallet.place_hold(capacity, now, self._policy.lease_s).hold_id
         if key is not None:
             uow.idempotency.put(
                 IdempotencyRecord(
@@ -647,7 +718,13 @@ class CreditService:
             )
         wallet.check_invariants()
         uow.save_wallet(wallet)
-        return _Reservation(hold_id=hold_id, candidates=candidates, capacity=capacity, owned=owned)
+        return _Reservation(
+            hold_id=hold_id,
+            candidates=candidates,
+            capacity=capacity,
+            owned=owned,
+            reserved_at=now,
+        )
 
     def _reserve_fast(self, request: ChargeRequest) -> _Reservation | None:
         """Reserve in one call where the repository can (ports.ChargePath); None: the
@@ -656,12 +733,12 @@ class CreditService:
             return None
         fast = self._fast
 
-        def call() -> FastReservation | None:
+        def call() -> tuple[FastReservation | None, datetime]:
             now = self._now()
-            expires_at = now + timedelta(seconds=self._policy.hold_ttl_s)
-            return fast.reserve_fast(request, now=now, expires_at=expires_at)
+            expires_at = now + timedelta(seconds=self._policy.lease_s)
+            return fast.reserve_fast(request, now=now, expires_at=expires_at), now
 
-        answer = self._retrying(call)
+        answer, reserved_at = self._retrying(call)
         if answer is None:
             return None
         owned = frozenset(map(datum_key, answer.owned))
@@ -670,6 +747,7 @@ class CreditService:
             candidates=Candidates.among(request, owned=owned, prices=answer.prices),
             capacity=answer.capacity,
             owned=owned,
+            reserved_at=reserved_at,
         )
 
     def _settle_fast(
@@ -759,10 +837,11 @@ class CreditService:
 
     @staticmethod
     def _replay_or_take_over(
-        uow: UnitOfWork, wallet: Wallet, request: ChargeRequest
+        uow: UnitOfWork, wallet: Wallet, request: ChargeRequest, now: datetime
     ) -> ChargeResult | None:
         """At reserve: the stored result of a finished repeat (R17); refuse another payload
-        under the key, or a repeat of a request still in flight."""
+        under the key, or a repeat of a request still in flight (its lease live: `wallet`
+        has released the lapsed holds), saying when its lease lapses."""
         account, key = request.account, request.idempotency_key
         if key is None:
             return None
@@ -773,9 +852,11 @@ class CreditService:
             raise IdempotencyKeyReused(account, key)  # another payload, or a top-up's key
         if record.result is not None:
             return attrs.evolve(record.result, replayed=True)
-        if record.hold_id is not None and record.hold_id in wallet.holds:
-            raise RequestInFlight(account, key)
-        return None  # the first attempt died and its hold expired: this one takes over
+        hold = None if record.hold_id is None else wallet.holds.get(record.hold_id)
+        if hold is not None:
+            left_s = math.ceil((hold.expires_at - now).total_seconds())
+            raise RequestInFlight(account, key, retry_after_s=max(1, left_s))
+        return None  # the first attempt died and its lease lapsed: this one takes over
 
     @staticmethod
     def _replay_unless_ours(

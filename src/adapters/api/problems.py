@@ -210,4 +210,8 @@ def domain_problem(error: errors.CreditsError, instance: str | None = None) -> R
         # The storage's own words may name tables and hosts: they go to the log only.
         log.warning("storage: %s (%s)", error, instance)
         return problem_response(kind, kind.title, instance=instance)
+    if isinstance(error, errors.RequestInFlight):
+        # Until the first attempt's lease lapses: then a retry takes the request over.
+        headers = {"Retry-After": str(error.retry_after_s)}
+        return problem_response(kind, str(error), instance=instance, headers=headers)
     return problem_response(kind, str(error), instance=instance)

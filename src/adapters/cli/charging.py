@@ -248,7 +248,7 @@ def charge(
                 batch=batch or DEFAULT_BATCH_ROWS,
                 email_column=email_column,
                 mobile_column=mobile_column,
-                hold_ttl_s=wiring.service.policy.hold_ttl_s,
+                lease_s=wiring.service.policy.lease_s,
             )
         return
     for option, given in (
@@ -407,7 +407,7 @@ def _charge_file(
     batch: int,
     email_column: str | None,
     mobile_column: str | None,
-    hold_ttl_s: int,
+    lease_s: int,
 ) -> None:
     scanned = csvfile.scan(path)
     reader = csvfile.CsvReader(scanned, email_column=email_column, mobile_column=mobile_column)
@@ -437,14 +437,14 @@ def _charge_file(
                 sink.flush()
                 fail(
                     f"interrupted at line {line:,} of {path}; the rows before it are written. "
-                    f"{_resume(hold_ttl_s)}",
+                    f"{_resume(lease_s)}",
                     code=EXIT_INTERRUPTED,
                 )
             except CreditsError as exc:
                 sink.flush()
                 fail(
                     f"stopped at line {line:,} of {path}: {exc}. The rows before it are "
-                    f"written; the others were not charged. {_resume(hold_ttl_s)}"
+                    f"written; the others were not charged. {_resume(lease_s)}"
                 )
     _summarise(tally, request, path, out)
     if tally.in_flight:
@@ -455,17 +455,17 @@ def _charge_file(
             f"{len(tally.in_flight)} batch{'es' if many else ''} ({spans}{more}) "
             f"{'were' if many else 'was'} not charged: an earlier run of this command is still "
             f"charging {'them' if many else 'it'}, or died doing so; their rows say in_flight. "
-            "Run the same command again once its holds have expired (R16), at most "
-            f"{hold_ttl_s // 60} minutes after that run: the other batches are replayed, not "
+            "Run the same command again once their leases have lapsed (R16), at most "
+            f"{lease_s} seconds after that run stopped: the other batches are replayed, not "
             "charged twice"
         )
 
 
-def _resume(hold_ttl_s: int) -> str:
+def _resume(lease_s: int) -> str:
     return (
         "Run the same command again to finish: the batches charged so far are replayed, not "
-        f"charged twice (R17); one cut short may wait {hold_ttl_s // 60} minutes for its "
-        "hold to expire (R16)."
+        f"charged twice (R17); one cut short is taken over once its lease has lapsed, "
+        f"{lease_s} seconds after it stopped (R16)."
     )
 
 

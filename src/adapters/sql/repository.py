@@ -73,6 +73,7 @@ from adapters.sql.schema import (
     ownership,
     wallets,
 )
+from adapters.sql.statements import RENEW_HOLD
 from adapters.sql.unit_of_work import (
     SqlUnitOfWork,
 )
@@ -190,6 +191,22 @@ class SqlRepository:
 
     def unit_of_work(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine)
+
+    def renew_hold(
+        self, account: str, hold_id: str, *, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Repository.renew_hold: one UPDATE of the hold's row in a transaction of its own
+        (the wallet row is neither locked nor versioned)."""
+        if not isinstance(hold_id, str):
+            raise InvalidRequest(f"a hold id is a string, got {hold_id!r}")
+        parameters = {
+            "r_account": check_account(account),
+            "r_hold_id": hold_id,
+            "r_now": require_utc(now, "now"),
+            "r_until": require_utc(expires_at, "expires_at"),
+        }
+        with translated("renewing a hold", url=self._engine.url), self._engine.begin() as c:
+            return c.execute(RENEW_HOLD, parameters).rowcount == 1
 
     @staticmethod
     def _check_limit(limit: int) -> int:

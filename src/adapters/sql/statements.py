@@ -32,6 +32,18 @@ INSERT_HOLDS = sa.insert(holds)
 DELETE_HOLDS = sa.delete(holds).where(
     holds.c.account == _P("account"), holds.c.hold_id.in_(_P("hold_ids", expanding=True))
 )
+# Repository.renew_hold: a live hold's expiry moves on, never back; a lapsed or gone hold
+# matches no row. The wallet row is not touched: no lock on it, no version bump.
+_UNTIL = _P("r_until", type_=INSTANT)
+RENEW_HOLD = (
+    sa.update(holds)
+    .where(
+        holds.c.account == _P("r_account"),
+        holds.c.hold_id == _P("r_hold_id"),
+        holds.c.expires_at > _P("r_now", type_=INSTANT),
+    )
+    .values(expires_at=sa.case((holds.c.expires_at < _UNTIL, _UNTIL), else_=holds.c.expires_at))
+)
 SELECT_OWNED = sa.select(ownership).where(
     ownership.c.account == _P("account"),
     ownership.c.channel == _P("channel"),

@@ -21,11 +21,17 @@ request may reserve on one and settle on the other. They check:
 - the fallbacks (None, and nothing changed) for every case the aggregate path must
   handle: no wallet, not active, a renewal due, an expired hold to release, a key seen
   before; at settle, the hold gone or expired, the key replayed or taken over;
-- through the service, every mix of the two paths leaves the same state.
+- through the service, every mix of the two paths leaves the same state;
+- leases (R16, R17), through the service on either path: a request abandoned between
+  reserve and settle is taken over by a retry once its lease lapses, exactly once; a
+  verifier slower than the lease keeps its request while a heartbeat renews it (and
+  between verifier calls without one), never past hold_ttl_s; a first attempt that
+  answers after its lease lapsed and a retry took over charges nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,9 +49,10 @@ from credits_domain.charging import (
 )
 from credits_domain.contact import Channel, Contact
 from credits_domain.dedup import Ownership
-from credits_domain.errors import ConcurrencyConflict
+from credits_domain.errors import ConcurrencyConflict, HoldExpired, RequestInFlight
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.plans import Credits, Plan, Price
+from credits_domain.policy import ChargePolicy
 from credits_domain.ports import (
     BoughtMeanwhile,
     ChargePath,
@@ -137,6 +144,52 @@ class _Script:
 
     def verify(self, contacts: Sequence[Contact]) -> list[Verdict]:
         return [self.script.get(c, Verdict.VALID) for c in contacts]
+
+
+class _Died(BaseException):
+    """The process dies during verification: nothing may swallow it."""
+
+
+class _Hooked:
+    """Runs `hook` inside every verifier call (a test acts while the verifier works), then
+    answers VALID for everything but what `script` says."""
+
+    def __init__(self, hook: Callable[[], object], script: dict[Contact, Verdict] | None = None):
+        self.hook, self.script = hook, script or {}
+
+    def verify(self, contacts: Sequence[Contact]) -> list[Verdict]:
+        self.hook()
+        return [self.script.get(c, Verdict.VALID) for c in contacts]
+
+
+class _Beats:
+    """A Heartbeat (ports.Heartbeat) the test drives: `tick()` runs each beat under way once."""
+
+    def __init__(self) -> None:
+        self.beats: list[Callable[[], bool]] = []
+        self.intervals_s: list[float] = []
+
+    @contextlib.contextmanager
+    def beating(self, interval_s: float, beat: Callable[[], bool]) -> Iterator[None]:
+        self.intervals_s.append(interval_s)
+        self.beats.append(beat)
+        try:
+            yield
+        finally:
+            if beat in self.beats:
+                self.beats.remove(beat)
+
+    def tick(self) -> None:
+        for beat in list(self.beats):
+            if not beat():
+                self.beats.remove(beat)
+
+
+LEASE_S = 30
+SECOND = timedelta(seconds=1)
+PATHS = pytest.mark.parametrize(
+    "one_call", [True, False], ids=["one-call-path", "units-of-work-path"]
+)
 
 
 def _request(
@@ -649,6 +702,161 @@ class ChargePathContract:
         assert results["mixed"][-1].replayed
         assert results["mixed"][1].count(Outcome.INSUFFICIENT_CREDITS) == 1
         assert self._stored("mixed", repository) == self._stored("units", repository)
+
+    # -- leases, through the service (R16, R17) ------------------------------------------
+
+    @staticmethod
+    def _service(
+        repository: Repository,
+        one_call: bool,
+        clock: _Fixed,
+        verifier: object,
+        *,
+        heartbeat: _Beats | None = None,
+        policy: ChargePolicy | None = None,
+    ) -> CreditService:
+        return CreditService(
+            repository=ChosenPaths(repository, reserve=one_call, settle=one_call),
+            verifier=verifier,  # type: ignore[arg-type]
+            clock=clock,
+            policy=policy or ChargePolicy(lease_s=LEASE_S),
+            heartbeat=heartbeat,
+        )
+
+    def _charges(self, repository: Repository) -> list[str | None]:
+        return [e.cause.datum for e in repository.entries("acct") if e.kind is EntryKind.CHARGE]
+
+    @PATHS
+    def test_an_abandoned_request_is_taken_over_once_its_lease_lapses(
+        self, repository: Repository, one_call: bool
+    ) -> None:
+        """Cut between reserve and settle: every retry is RequestInFlight, told how long
+        the lease has left, until it lapses; then the retry runs the request, once."""
+        clock = _Fixed(T0)
+
+        def die() -> None:
+            raise _Died
+
+        retry = self._service(repository, one_call, clock, _Script({}))
+        retry.subscribe("acct", SMALL)
+        with pytest.raises(_Died):
+            self._service(repository, one_call, clock, _Hooked(die)).unlock(
+                "acct", [E1, E2], idempotency_key="k"
+            )
+        for waited_s, left_s in ((0, LEASE_S), (10, LEASE_S - 10), (LEASE_S - 1, 1)):
+            clock.at = T0 + waited_s * SECOND
+            with pytest.raises(RequestInFlight) as refused:
+                retry.unlock("acct", [E1, E2], idempotency_key="k")
+            assert refused.value.retry_after_s == left_s
+        clock.at = T0 + (LEASE_S + 1) * SECOND
+        done = retry.unlock("acct", [E1, E2], idempotency_key="k")
+        assert (done.replayed, done.charged_credits) == (False, Credits(email=2))
+        again = retry.unlock("acct", [E1, E2], idempotency_key="k")
+        assert again.replayed and again.items == done.items
+        balance = retry.balance("acct")
+        assert (balance.email, balance.email_available) == (3, 3)  # no hold left behind
+        assert self._charges(repository) == ["email:e1@corp.com", "email:e2@corp.com"]
+
+    @PATHS
+    def test_a_verifier_slower_than_the_lease_keeps_its_request_while_it_beats(
+        self, repository: Repository, one_call: bool
+    ) -> None:
+        """With a heartbeat renewing the lease, a verification of twice the lease settles,
+        and a retry meanwhile is RequestInFlight, never a takeover."""
+        clock, beats = _Fixed(T0), _Beats()
+        refused: list[RequestInFlight] = []
+        retry = self._service(repository, one_call, clock, _Script({}))
+
+        def slow() -> None:
+            for _ in range(6):
+                clock.at += 10 * SECOND
+                beats.tick()
+                try:
+                    retry.unlock("acct", [E1, E2], idempotency_key="k")
+                except RequestInFlight as error:
+                    refused.append(error)
+
+        worker = self._service(repository, one_call, clock, _Hooked(slow), heartbeat=beats)
+        worker.subscribe("acct", SMALL)
+        done = worker.unlock("acct", [E1, E2], idempotency_key="k")
+        assert (done.replayed, done.charged_credits) == (False, Credits(email=2))
+        assert len(refused) == 6 and beats.intervals_s == [LEASE_S / 3]
+        assert retry.unlock("acct", [E1, E2], idempotency_key="k").replayed
+        assert self._charges(repository) == ["email:e1@corp.com", "email:e2@corp.com"]
+
+    @PATHS
+    def test_a_heartbeat_never_keeps_a_hold_past_its_longest_life(
+        self, repository: Repository, one_call: bool
+    ) -> None:
+        """hold_ttl_s bounds a hold, renewals included: past it, HoldExpired, no charge."""
+        clock, beats = _Fixed(T0), _Beats()
+
+        def slow() -> None:
+            for _ in range(7):
+                clock.at += 10 * SECOND
+                beats.tick()
+
+        policy = ChargePolicy(lease_s=LEASE_S, hold_ttl_s=60)
+        worker = self._service(
+            repository, one_call, clock, _Hooked(slow), heartbeat=beats, policy=policy
+        )
+        worker.subscribe("acct", SMALL)
+        with pytest.raises(HoldExpired):
+            worker.unlock("acct", [E1, E2], idempotency_key="k")
+        assert not beats.beats  # it stopped beating at the hold's longest life
+        assert self._charges(repository) == []
+        assert worker.balance("acct").email_available == 5
+
+    @PATHS
+    def test_without_a_heartbeat_the_lease_is_renewed_between_verifier_calls(
+        self, repository: Repository, one_call: bool
+    ) -> None:
+        """Two verifier rounds of 20 s each (the hold pays for 5 of 7 data; 2 INVALID free
+        credits for the last 2): renewed between them, the request settles at 40 s."""
+        clock = _Fixed(T0)
+
+        def slow() -> None:
+            clock.at += 20 * SECOND
+
+        data = [E1, E2, E3, E4, E5, E6, Contact.email("e7@corp.com")]
+        script = {E1: Verdict.INVALID, E2: Verdict.INVALID}
+        worker = self._service(repository, one_call, clock, _Hooked(slow, script))
+        worker.subscribe("acct", SMALL)
+        done = worker.unlock("acct", data)
+        assert done.charged_credits == Credits(email=5)
+        assert clock.at == T0 + 40 * SECOND
+
+    @PATHS
+    def test_a_first_attempt_answered_after_a_takeover_charges_nothing(
+        self, repository: Repository, one_call: bool
+    ) -> None:
+        """The verifier answers the first attempt after its lease lapsed, and a retry took
+        the request over and finished meanwhile: the retry charges; the late first attempt
+        charges nothing and answers the retry's result, replayed (R17). Had nothing taken
+        it over, it would be HoldExpired (its lease lapsed), charging nothing as well."""
+        clock = _Fixed(T0)
+        retry = self._service(repository, one_call, clock, _Script({}))
+        taken_over: list[ChargeResult] = []
+
+        def late() -> None:
+            clock.at += (LEASE_S + 1) * SECOND
+            taken_over.append(retry.unlock("acct", [E1, E2], idempotency_key="k"))
+
+        retry.subscribe("acct", SMALL)
+        first = self._service(repository, one_call, clock, _Hooked(late)).unlock(
+            "acct", [E1, E2], idempotency_key="k"
+        )
+        assert taken_over[0].charged_credits == Credits(email=2)
+        assert first.replayed and first.items == taken_over[0].items
+        clock.at += (LEASE_S + 1) * SECOND
+        with pytest.raises(HoldExpired):  # late, and nobody took it over
+            self._service(repository, one_call, clock, _Hooked(late)).unlock(
+                "acct", [E3], idempotency_key="k2"
+            )
+        again = retry.unlock("acct", [E1, E2], idempotency_key="k")
+        assert again.replayed and again.items == taken_over[0].items
+        assert self._charges(repository) == ["email:e1@corp.com", "email:e2@corp.com"]
+        assert retry.balance("acct").email_available == 3
 
     @staticmethod
     def _stored(account: str, repository: Repository) -> tuple[object, ...]:

@@ -325,6 +325,88 @@ class RepositoryContract:
 
     # -- renewals ------------------------------------------------------------------------
 
+    # -- leases (R16): Repository.renew_hold ---------------------------------------------
+
+    def _hold_placed(self, repository: Repository, lease_s: int = 30) -> str:
+        """A wallet with one hold, placed at T0 for `lease_s`; its id."""
+        wallet = _wallet()
+        hold = wallet.place_hold(Credits(email=2), T0, lease_s)
+        with repository.unit_of_work() as uow:
+            uow.add_wallet(wallet)
+            uow.commit()
+        return hold.hold_id
+
+    @staticmethod
+    def _holds(repository: Repository, account: str = "acct") -> dict[str, datetime]:
+        with repository.unit_of_work() as uow:
+            wallet = uow.load_wallet(account)
+        assert wallet is not None
+        return {hold_id: hold.expires_at for hold_id, hold in wallet.holds.items()}
+
+    def test_a_renewal_moves_a_live_hold_on_and_never_back(self, repository: Repository) -> None:
+        hold_id = self._hold_placed(repository)
+        s = timedelta(seconds=1)
+        assert repository.renew_hold("acct", hold_id, now=T0 + 10 * s, expires_at=T0 + 40 * s)
+        assert self._holds(repository) == {hold_id: T0 + 40 * s}
+        # An earlier expiry is not a renewal: the hold is live, and keeps the later one.
+        assert repository.renew_hold("acct", hold_id, now=T0 + 20 * s, expires_at=T0 + 35 * s)
+        assert self._holds(repository) == {hold_id: T0 + 40 * s}
+        # Live until its expiry, exclusive: renewed one second before it, not at it.
+        at = T0 + 39 * s
+        assert repository.renew_hold("acct", hold_id, now=at, expires_at=at + 30 * s)
+        assert self._holds(repository) == {hold_id: at + 30 * s}
+
+    def test_a_renewal_never_brings_back_a_lapsed_or_released_hold(
+        self, repository: Repository
+    ) -> None:
+        hold_id = self._hold_placed(repository)
+        lapsed_at = T0 + timedelta(seconds=30)
+        later = lapsed_at + timedelta(seconds=30)
+        assert not repository.renew_hold("acct", hold_id, now=lapsed_at, expires_at=later)
+        assert self._holds(repository) == {hold_id: lapsed_at}  # unchanged, still lapsed
+        with repository.unit_of_work() as uow:
+            wallet = uow.load_wallet("acct")
+            assert wallet is not None
+            wallet.release_hold(hold_id)
+            uow.save_wallet(wallet)
+            uow.commit()
+        assert not repository.renew_hold("acct", hold_id, now=T0, expires_at=later)
+        assert self._holds(repository) == {}
+        assert not repository.renew_hold("acct", "acct#9", now=T0, expires_at=later)
+        assert not repository.renew_hold("nobody", hold_id, now=T0, expires_at=later)
+
+    def test_a_renewal_leaves_the_wallet_at_its_version_and_a_save_keeps_it(
+        self, repository: Repository
+    ) -> None:
+        """A renewal never makes a writer of the account conflict: the wallet's version
+        is unchanged, so a wallet loaded before the renewal still saves, and saving it
+        keeps the renewed expiry (a stored hold is never rewritten)."""
+        hold_id = self._hold_placed(repository)
+        with repository.unit_of_work() as uow:
+            before = uow.load_wallet("acct")
+        assert before is not None
+        renewed_to = T0 + timedelta(seconds=50)
+        assert repository.renew_hold("acct", hold_id, now=T0, expires_at=renewed_to)
+        with repository.unit_of_work() as uow:
+            before.top_up(Channel.EMAIL, 5, T0, Cause(operation=Operation.GRANT, plan="boost"))
+            uow.save_wallet(before)
+            uow.commit()
+        assert self._holds(repository) == {hold_id: renewed_to}
+
+    def test_a_renewal_refuses_what_every_call_refuses(self, repository: Repository) -> None:
+        hold_id = self._hold_placed(repository)
+        later = T0 + timedelta(seconds=60)
+        not_an_id: Any = 7
+        for account, hold, now, expires_at in (
+            ("acct", hold_id, NAIVE, later),
+            ("acct", hold_id, T0, NAIVE),
+            (" padded", hold_id, T0, later),
+            ("acct", not_an_id, T0, later),
+        ):
+            with pytest.raises(InvalidRequest):
+                repository.renew_hold(account, hold, now=now, expires_at=expires_at)
+        assert self._holds(repository) == {hold_id: T0 + timedelta(seconds=30)}
+
     def test_due_accounts_are_bounded_and_exclude_lapsed(self, repository: Repository) -> None:
         with repository.unit_of_work() as uow:
             for i in range(5):
