@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from credits_domain import (
     Credits,
     CreditService,
     EntryKind,
+    MalformedContact,
     Outcome,
     Plan,
     Price,
@@ -202,7 +204,23 @@ def test_r12_email_canonical_form_is_trimmed_lower_case(raw: str) -> None:
 
 @given(raw=cst.raw_mobiles())
 def test_r12_mobile_canonical_form_is_e164(raw: str) -> None:
-    """R12: spaces, dashes and dots are dropped; the result is '+' and 7..15 digits."""
+    """R12: E.164 is kept as it is, whitespace around it trimmed: '+' and 7..15 digits."""
     contact = Contact.mobile(raw)
-    assert contact.value == "+" + "".join(ch for ch in raw if ch.isdigit())
+    assert contact.value == raw.strip()
     assert 8 <= len(contact.value) <= 16
+
+
+@given(
+    raw=cst.raw_mobiles(),
+    at=st.integers(2, 7),  # inside even the shortest number (8 characters)
+    noise=st.sampled_from([" ", "-", ".", "(", ")", "(0)", " (0) "]),
+)
+def test_r12_the_core_refuses_a_mobile_with_anything_inside_it(
+    raw: str, at: int, noise: str
+) -> None:
+    """R12: the core never guesses: a separator or trunk prefix inside the number is
+    refused (the boundary parses such spellings, adapters.phones)."""
+    number = raw.strip()
+    dressed = number[:at] + noise + number[at:]
+    with pytest.raises(MalformedContact):
+        Contact.mobile(dressed)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from adapters.phones import parse_phone
 from credits_domain import (
     Channel,
     ChargePolicy,
@@ -21,6 +22,7 @@ from credits_domain import (
     EntryKind,
     InvalidRequest,
     LineType,
+    MalformedContact,
     Operation,
     Outcome,
     UnknownAccount,
@@ -295,12 +297,27 @@ def test_r12_email_canonical_form_is_trimmed_and_lower_cased() -> None:
 
 
 def test_r12_mobile_canonical_form_is_e164() -> None:
-    """R12: "phone: E.164" -- spaces, dashes, dots and parentheses are dropped."""
-    forms = ["+44 20 7946 0958", "+44 (20) 7946-0958", "+44.20.7946.0958", " +442079460958 "]
-    contacts = {Contact.mobile(raw) for raw in forms}
-    assert len(contacts) == 1
-    assert contacts.pop().value == "+442079460958"
+    """R12: "phone: E.164" -- the core takes E.164 as it is (whitespace around it
+    trimmed); every common spelling is one datum once the boundary has parsed it."""
+    assert Contact.mobile(" +442079460958\t") == Contact.mobile("+442079460958")
+    forms = ["+44 20 7946 0958", "+44 (20) 7946-0958", "+44.20.7946.0958", "+44 (0) 20 7946 0958"]
+    contacts = {parse_phone(raw, None) for raw in forms}
+    assert contacts == {Contact.mobile("+442079460958")}
     assert Contact.mobile("+442079460958") != Contact.mobile("+442079460959")
+
+
+@pytest.mark.parametrize(
+    "raw", ["+44 (0) 7700 900123", "+44 7700 900123", "+1-555-000-0001", "+44.20.7946.0958"]
+)
+def test_r12_the_core_refuses_a_mobile_it_would_have_to_guess(raw: str) -> None:
+    """R12: "a number written in any common way is one datum" -- so the core never
+    guesses: dropping the punctuation of "+44 (0) 7700 900123" made +4407700900123, a
+    second datum beside +447700900123. Anything but E.164 is refused, telling the caller
+    to parse it at the boundary (adapters.phones, which reads the trunk prefix right)."""
+    with pytest.raises(MalformedContact) as refused:
+        Contact.mobile(raw)
+    assert "adapters.phones.parse_phone" in str(refused.value)
+    assert parse_phone("+44 (0) 7700 900123", None) == parse_phone("+44 7700 900123", None)
 
 
 def test_r12_the_same_datum_twice_in_one_request_is_charged_once() -> None:
@@ -310,9 +327,9 @@ def test_r12_the_same_datum_twice_in_one_request_is_charged_once() -> None:
     w.service.subscribe(ACCOUNT, "boost")
     request = [
         Contact.email("Ann@Corp.com"),
-        Contact.mobile("+1 555 000 0001"),
+        Contact.mobile("+15550000001"),
         Contact.email(" ann@corp.com "),
-        Contact.mobile("+1-555-000-0001"),
+        Contact.mobile(" +15550000001 "),
         Contact.email("ANN@CORP.COM"),
     ]
     result = w.service.unlock(ACCOUNT, request)
@@ -339,7 +356,7 @@ def test_r12_data_already_owned_are_free_across_unlock_export_enrich(
     w.service.subscribe(ACCOUNT, "boost")
     CHARGING[first](w.service, [Contact.email("Bo@Corp.com"), Contact.mobile("+15550000001")])
     calls = len(w.verifier.calls)
-    again = [Contact.email(" bo@corp.com"), Contact.mobile("+1 (555) 000-0001")]
+    again = [Contact.email(" bo@corp.com"), parse_phone("+1 (555) 000-0001", None)]
     result = CHARGING[second](w.service, again)
     assert [i.outcome for i in result.items] == [Outcome.ALREADY_OWNED] * 2
     assert all(i.revealed for i in result.items)

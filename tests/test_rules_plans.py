@@ -112,7 +112,7 @@ def test_r2_plan_can_price_a_mobile_at_15_email_credits() -> None:
     )
     w = make_world()
     w.service.subscribe(ACCOUNT, plan)
-    phone = Contact.mobile("+44 7700 900123")
+    phone = Contact.mobile("+447700900123")
     result = w.service.unlock(ACCOUNT, [phone, *emails(1)])
 
     assert [i.outcome for i in result.items] == [Outcome.CHARGED, Outcome.CHARGED]

@@ -26,7 +26,6 @@ _EMAIL = re.compile(
     r"^[^@\s]{1,64}@(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
 )
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_PHONE_NOISE = str.maketrans("", "", " -.()\t")
 
 
 def canonical_email(raw: object) -> str:
@@ -44,17 +43,25 @@ def canonical_email(raw: object) -> str:
 
 
 def canonical_mobile(raw: object) -> str:
-    """E.164: `+` and 7 to 15 digits; spaces, dashes, dots and parentheses are dropped.
+    """E.164 exactly: `+`, then 7 to 15 digits, the first not 0 (R12); whitespace around
+    it is trimmed, as around an email, and nothing else is changed.
 
-    National formats ("020 7946 0958") are parsed into E.164 at the boundary, by an
-    adapter that knows the caller's region; the core accepts only international form.
+    Any other spelling is refused, not guessed at: "+44 7700 900123" (spaces, dashes,
+    dots, parentheses) and "+44 (0) 7700 900123" (a trunk prefix, which dropping the
+    punctuation would turn into another number) are parsed into E.164 at the boundary
+    (`adapters.phones.parse_phone`), as national formats are, by an adapter that knows
+    the caller's region.
     """
     if not isinstance(raw, str):
         raise MalformedContact("mobile", raw, "not a string")
-    value = raw.strip().translate(_PHONE_NOISE)
+    value = raw.strip()
     if not _E164.match(value):
         raise MalformedContact(
-            "mobile", raw, "expected E.164: '+', then 7 to 15 digits, the first not 0"
+            "mobile",
+            raw,
+            "expected E.164 exactly: '+', then 7 to 15 digits, the first not 0, with "
+            "nothing between them; parse other notations at the boundary "
+            "(adapters.phones.parse_phone)",
         )
     return value
 

@@ -152,7 +152,7 @@ class _Data:
         n = self._mobiles
         invariant(n < _MAX_MOBILES, "the demo ran out of distinct mobile numbers")
         self._mobiles += 1
-        raw = f"+44 7700 900{n:03d}"  # Ofcom's range for drama: never a real subscriber
+        raw = f"+447700900{n:03d}"  # Ofcom's range for drama: never a real subscriber
         if verdict is not Verdict.VALID:
             self.script[raw] = verdict
         return raw
