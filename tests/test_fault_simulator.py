@@ -1,5 +1,7 @@
 """The seeded fault simulator (tests/fault_simulator.py) on memory, SQLite and PostgreSQL:
-a bounded number of seeds in CI, each replayable; `make soak SEEDS=N` runs more."""
+a bounded number of seeds in CI, each replayable; `make soak SEEDS=N` runs more. Each
+step is checked against the invariants, the reference model and the leases (no orphan
+hold after its lease; a retry after a lapsed lease takes over, one during it is refused)."""
 
 from __future__ import annotations
 
@@ -25,15 +27,18 @@ def test_the_simulator_injects_every_kind_of_fault_and_nothing_breaks() -> None:
     injected = {kind for run in runs for kind, n in run.injected.items() if n}
     assert injected == set(FAULT_KINDS)
     assert sum(run.answered for run in runs) > 1_000
+    # Retries that took a request over after its lease lapsed, while it still ran (R16).
+    assert sum(run.taken_over for run in runs) > 20
     _report("memory", runs)
 
 
 def test_a_seed_replays_exactly() -> None:
     first, again = simulate(InMemoryRepository, 4242), simulate(InMemoryRepository, 4242)
-    assert (first.injected, first.answered, first.refused) == (
+    assert (first.injected, first.answered, first.refused, first.taken_over) == (
         again.injected,
         again.answered,
         again.refused,
+        again.taken_over,
     )
 
 
