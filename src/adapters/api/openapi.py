@@ -87,7 +87,8 @@ def _problem(schemas: _Schemas, status: int) -> Json:
     if status == 409:
         response["headers"] = {
             "Retry-After": {
-                "description": "Seconds; sent for request-in-flight and concurrency-conflict.",
+                "description": "Seconds; sent for request-in-flight (what is left of the "
+                "first attempt's lease) and concurrency-conflict.",
                 "schema": {"type": "string"},
             }
         }
@@ -140,8 +141,10 @@ _IDEMPOTENCY: Final = {
     "description": "R17: a repeat with the same key and payload answers the first answer, "
     "byte for byte, and charges nothing more (with the header Idempotent-Replayed: true); "
     "the same key with another payload is refused (409 idempotency-key-reused); a repeat "
-    "while the first is still being verified is refused (409 request-in-flight). Keys are "
-    "scoped to the account.",
+    "while the first is still being verified is refused (409 request-in-flight, Retry-After: "
+    "the seconds left of the first one's lease); once that lease has lapsed (the first one "
+    "died), a repeat takes the request over and completes it, once. Keys are scoped to the "
+    "account.",
     "schema": {"type": "string", "pattern": f"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"},
 }
 
