@@ -167,7 +167,7 @@ class _Lease:
 
     @property
     def interval_s(self) -> float:
-        """How often to renew: three times a lease, so one lost renewal costs nothing."""
+        """How often to renew: three times per lease, so one lost renewal costs nothing."""
         return self._lease.total_seconds() / 3
 
     def renew(self) -> bool:
