@@ -154,13 +154,14 @@ class _Lease:
     """A request's hold, renewed while the request is verified (R16): each renewal moves
     its expiry on to now + lease_s, never beyond its creation + hold_ttl_s."""
 
+    __slots__ = ("_account", "_hold_id", "_renewed_at", "_reserved_at", "_service")
+
     def __init__(
         self, service: CreditService, account: str, hold_id: str, reserved_at: datetime
     ) -> None:
-        policy = service.policy
+        # Made for every request that holds credits: nothing computed until it renews.
         self._service, self._account, self._hold_id = service, account, hold_id
-        self._lease = timedelta(seconds=policy.lease_s)
-        self._latest = reserved_at + timedelta(seconds=policy.hold_ttl_s)
+        self._reserved_at = reserved_at
         # Read and written by one beat at a time: a Heartbeat runs `renew` on a thread of
         # its own, but only inside its block, which waits for a beat under way to end.
         self._renewed_at = reserved_at
@@ -168,14 +169,16 @@ class _Lease:
     @property
     def interval_s(self) -> float:
         """How often to renew: three times per lease, so one lost renewal costs nothing."""
-        return self._lease.total_seconds() / 3
+        return self._service.policy.lease_s / 3
 
     def renew(self) -> bool:
         """Renew now; False once there is no point beating on: the hold is gone or lapsed
         (a retry may have taken the request over), or it has reached its longest life.
         Never raises: a storage failure is tried again at the next beat."""
+        policy = self._service.policy
+        latest = self._reserved_at + timedelta(seconds=policy.hold_ttl_s)
         now = self._service._now()
-        expires_at = min(now + self._lease, self._latest)
+        expires_at = min(now + timedelta(seconds=policy.lease_s), latest)
         if expires_at <= now:
             return False
         try:
@@ -186,12 +189,13 @@ class _Lease:
             return True
         if live:
             self._renewed_at = now
-        return live and expires_at < self._latest
+        return live and expires_at < latest
 
     def renew_if_due(self) -> None:
         """Renew if a third of the lease has passed since the last renewal (between
         verifier calls: one clock read when it is not due)."""
-        if self._service._now() - self._renewed_at >= self._lease / 3:
+        due = timedelta(seconds=self._service.policy.lease_s / 3)
+        if self._service._now() - self._renewed_at >= due:
             self.renew()
 
 
@@ -659,12 +663,14 @@ class CreditService:
             if reserved.hold_id is None
             else _Lease(self, request.account, reserved.hold_id, reserved.reserved_at)
         )
+        calls = 0  # verifier calls so far: the lease is renewed between them
         # Each pass verifies at least one more datum or learns that one more is owned.
         for _ in range(2 * len(candidates) + 2):
             settlement = settle(candidates, verdicts, owned, reserved.capacity, self._policy)
             if not settlement.complete:
-                if lease is not None:
+                if lease is not None and calls:
                     lease.renew_if_due()
+                calls += 1
                 with self._renewing(lease):
                     self._verify_into(verdicts, candidates, settlement.to_verify)
                 continue
