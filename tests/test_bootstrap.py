@@ -12,6 +12,7 @@ import pytest
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.clock import ManualClock, SystemClock
+from adapters.heartbeat import ThreadHeartbeat
 from adapters.sql import DEFAULT_URL, SqlRepository
 from adapters.verifier import HttpVerifier, NoVerifier, ScriptedVerifier, VerifierNotConfigured
 from credits_domain import Contact, InvalidRequest, Verdict
@@ -51,6 +52,8 @@ def test_build_wires_sql_storage_a_scripted_verifier_and_the_given_clock(tmp_pat
         assert isinstance(wiring.repository, SqlRepository)
         assert isinstance(wiring.verifier, ScriptedVerifier)
         assert wiring.clock is clock
+        # A request's lease is renewed while it is verified (R16): a crashed one's lapses.
+        assert isinstance(wiring.service.heartbeat, ThreadHeartbeat)
         wiring.service.subscribe("acme", "boost")
         result = wiring.service.unlock(
             "acme", [Contact.email("ann@corp.com"), Contact.email("bad@corp.com")]

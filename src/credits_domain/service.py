@@ -240,6 +240,11 @@ class CreditService:
     def policy(self) -> ChargePolicy:
         return self._policy
 
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """What renews a request's lease during a verifier call (None: between calls only)."""
+        return self._heartbeat
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _now(self) -> datetime:
