@@ -161,6 +161,22 @@ def test_top_up_grants_with_its_reason_on_the_ledger(cli: Cli) -> None:
     )
 
 
+def test_r23_top_up_expires_makes_an_expiring_grant(cli: Cli) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    done = cli.ok(
+        "top-up", "acme", "--email", "50", "--reason", "promo", "--expires", "2999-01-01T00:00Z"
+    )
+    assert done.out.startswith("Granted acme 50 email (balance 12,050) credits: promo, expiring")
+    assert "(R23)" in done.out
+    late = cli.run(
+        "top-up", "acme", "--email", "5", "--reason", "x", "--expires", "2001-01-01T00:00Z"
+    )
+    assert "after now" in late.error_line()
+    naive = cli.run("top-up", "acme", "--email", "5", "--reason", "x", "--expires", "2999-01-01")
+    assert naive.code == 2
+    assert "with a zone" in naive.err
+
+
 def test_top_up_limits(cli: Cli) -> None:
     cli.ok("subscribe", "acme", "boost")
     assert cli.run("top-up", "acme", "--email", str(10**12 + 1), "--reason", "x").code == 2

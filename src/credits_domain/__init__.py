@@ -25,6 +25,7 @@ from credits_domain.errors import (
     BatchTooLarge,
     ConcurrencyConflict,
     CreditsError,
+    GrantExpiryNotAhead,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidPlan,
@@ -40,6 +41,7 @@ from credits_domain.errors import (
     StorageError,
     StorageUnavailable,
     SubscriptionPaused,
+    TooManyGrants,
     UnknownAccount,
     UnknownApiKey,
     UnknownPlan,
@@ -66,7 +68,7 @@ from credits_domain.ports import (
 )
 from credits_domain.service import Balance, CreditService, Subscription, TopUp
 from credits_domain.verdict import CheckResult, LineType, Verdict, email_verdict, mobile_verdict
-from credits_domain.wallet import Hold, PlanChange, Status, Wallet
+from credits_domain.wallet import Grant, Hold, PlanChange, Status, Wallet
 
 __all__ = [
     "PLANS",
@@ -93,6 +95,8 @@ __all__ = [
     "DedupRegistry",
     "EntryKind",
     "FastReservation",
+    "Grant",
+    "GrantExpiryNotAhead",
     "Hold",
     "HoldExpired",
     "IdempotencyKeyReused",
@@ -126,6 +130,7 @@ __all__ = [
     "StorageUnavailable",
     "Subscription",
     "SubscriptionPaused",
+    "TooManyGrants",
     "TopUp",
     "UnitOfWork",
     "UnknownAccount",

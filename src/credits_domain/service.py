@@ -39,6 +39,7 @@ from credits_domain.errors import (
     AlreadySubscribed,
     BatchTooLarge,
     ConcurrencyConflict,
+    GrantExpiryNotAhead,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -116,9 +117,12 @@ class TopUp:
     replayed: bool = False
 
 
-def _top_up_fingerprint(credits: Credits, reason: str) -> str:
-    """R17's digest of a top-up's payload; its prefix keeps it apart from any charge's."""
+def _top_up_fingerprint(credits: Credits, reason: str, expires_at: datetime | None) -> str:
+    """R17's digest of a top-up's payload; its prefix keeps it apart from any charge's.
+    An expiring grant's instant (R23) is part of it; a plain top-up's digest is as before."""
     payload = f"top_up\x1f{credits.email}\x1f{credits.mobile}\x1f{reason}\x1e"
+    if expires_at is not None:
+        payload += f"expires_at\x1f{expires_at.isoformat()}\x1e"
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -280,8 +284,13 @@ class CreditService:
         *,
         reason: str,
         idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
     ) -> TopUp:
         """R8: a top-up, promotion or goodwill grant, as ledger entries like any other.
+
+        With `expires_at` (an instant after now) it is an expiring grant (R23): spent
+        before plan credits, the soonest-expiring first, and what is left of it at that
+        instant leaves the pool as an EXPIRE entry. Its TOP_UP entries carry the instant.
 
         Under an idempotency key (R17, as for charging), a repeat with the same credits
         and reason grants nothing more and answers the first top-up's entries, read back
@@ -299,7 +308,9 @@ class CreditService:
             )
         reason = check_reason(reason)
         key = check_idempotency_key(idempotency_key)
-        digest = _top_up_fingerprint(credits, reason) if key is not None else ""
+        if expires_at is not None:
+            expires_at = require_utc(expires_at, "expires_at")
+        digest = _top_up_fingerprint(credits, reason, expires_at) if key is not None else ""
         pools = [pool for pool in Channel if credits.of(pool)]
 
         def work(uow: UnitOfWork) -> list[LedgerEntry] | int:
@@ -313,13 +324,18 @@ class CreditService:
                     return record.entry_seq
             if wallet.status is Status.LAPSED:
                 raise NoActiveSubscription(account)
+            if expires_at is not None and expires_at <= now:
+                raise GrantExpiryNotAhead(expires_at, now)
             cause = Cause(
                 operation=Operation.GRANT,
                 plan=wallet.plan.name,
                 note=reason,
                 idempotency_key=key,
             )
-            entries = [wallet.top_up(pool, credits.of(pool), now, cause) for pool in pools]
+            entries = [
+                wallet.top_up(pool, credits.of(pool), now, cause, expires_at=expires_at)
+                for pool in pools
+            ]
             if key is not None:
                 uow.idempotency.put(
                     IdempotencyRecord(
@@ -523,7 +539,7 @@ class CreditService:
                     f"within {window.days} days of the charge"
                 )
             cause = Cause(operation=Operation.BOUNCE, datum=str(contact), plan=wallet.plan.name)
-            entry = wallet.refund(record.pool, record.credits, now, cause)
+            entry = wallet.refund(record.pool, record.credits, now, cause, grant_id=record.grant)
             uow.dedup.mark_refunded(account, contact, now)
             wallet.check_invariants()
             uow.save_wallet(wallet)
@@ -739,6 +755,7 @@ class CreditService:
         if reserved.hold_id is not None:
             wallet.release_hold(reserved.hold_id)
         uow.dedup.add(self._charge_each(wallet, request, chosen, now))
+        wallet.expire_grants(now)  # R23: what the hold kept of an expired grant, unspent
         result = charge_result(
             request, reserved.candidates, verified.settlement, verified.verdicts, verified.owned
         )
@@ -832,6 +849,7 @@ class CreditService:
                 credits=c.price.credits,
                 charged_at=now,
                 entry_seq=entry.seq,
+                grant=entry.cause.grant,
             )
             for c, entry in zip(chosen, entries, strict=True)
         ]

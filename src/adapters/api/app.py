@@ -346,9 +346,13 @@ class _Api:
         return _Answer(201, schemas.render_entry(entry))
 
     def top_up(self, call: _Call) -> _Answer:
-        credits, reason = schemas.to_top_up(schemas.decode(call.json(), shapes.TopUpRequest))
+        credits, reason, expires_at = schemas.to_top_up(
+            schemas.decode(call.json(), shapes.TopUpRequest)
+        )
         key = call.idempotency_key()
-        done = self.service.top_up(call.account, credits, reason=reason, idempotency_key=key)
+        done = self.service.top_up(
+            call.account, credits, reason=reason, idempotency_key=key, expires_at=expires_at
+        )
         headers = {REPLAYED_HEADER: "true"} if done.replayed else {}
         return _Answer(201, schemas.render_top_up(done), headers)
 

@@ -393,6 +393,8 @@ def render_entry(entry: LedgerEntry) -> shapes.LedgerEntry:
             idempotency_key=cause.idempotency_key,
             destination=cause.destination,
             note=cause.note,
+            grant=cause.grant,
+            expires_at=None if cause.expires_at is None else _utc(cause.expires_at),
         ),
     )
 
@@ -404,8 +406,9 @@ def render_top_up(done: TopUp) -> shapes.TopUpResult:
     )
 
 
-def to_top_up(request: shapes.TopUpRequest) -> tuple[Credits, str]:
-    return Credits(email=request.email, mobile=request.mobile), request.reason
+def to_top_up(request: shapes.TopUpRequest) -> tuple[Credits, str, datetime | None]:
+    credits = Credits(email=request.email, mobile=request.mobile)
+    return credits, request.reason, request.expires_at
 
 
 def render_statement(

@@ -126,6 +126,14 @@ class TopUpRequest(Shape, frozen=True, kw_only=True):
             "number): printable, kept on every ledger entry of the top-up.",
         ),
     ]
+    expires_at: Annotated[
+        Instant | None,
+        Meta(
+            description="R23: an expiring grant: spent before plan credits, the "
+            "soonest-expiring first; what is left at this instant (after now) leaves the "
+            "pool as an expire entry. Absent: the credits never expire."
+        ),
+    ] = None
 
 
 Destination = Annotated[
@@ -298,6 +306,16 @@ class Cause(Shape, frozen=True):
     idempotency_key: str | None
     destination: str | None
     note: str | None
+    grant: Annotated[
+        Count | None,
+        Meta(
+            description="R23: the expiring grant involved, by the seq of its top_up entry "
+            "(on that entry, on its expire entry, on a charge it paid, on a refund back to it)."
+        ),
+    ] = None
+    expires_at: Annotated[
+        Instant | None, Meta(description="R23: when an expiring grant's top_up expires.")
+    ] = None
 
 
 class LedgerEntry(Shape, frozen=True):

@@ -181,6 +181,10 @@ def _detail(entry: LedgerEntry) -> str:
         parts.append(cause.plan)
     if cause.note:
         parts.append(cause.note)
+    if cause.expires_at is not None:  # R23: an expiring grant
+        parts.append(f"expires {cause.expires_at:%Y-%m-%d %H:%M} UTC")
+    if entry.kind is EntryKind.EXPIRE and cause.grant is not None:
+        parts.append(f"grant of entry {cause.grant}")
     if cause.idempotency_key:
         parts.append(f"key {cause.idempotency_key}")
     return ", ".join(parts)

@@ -237,7 +237,8 @@ def period_rows(service: CreditService, account: str) -> list[PeriodRow]:
                     granted=by_kind.get(EntryKind.GRANT, 0) + by_kind.get(EntryKind.TOP_UP, 0),
                     used=-by_kind.get(EntryKind.CHARGE, 0),
                     refunded=by_kind.get(EntryKind.REFUND, 0),
-                    forfeited=-by_kind.get(EntryKind.FORFEIT, 0),
+                    # R23: an expiring grant's remainder leaves the pool like a forfeit.
+                    forfeited=-by_kind.get(EntryKind.FORFEIT, 0) - by_kind.get(EntryKind.EXPIRE, 0),
                     closing=end,
                 )
             )
