@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -441,3 +442,17 @@ def test_keys_list_shows_ids_and_status_never_the_keys(cli: Cli) -> None:
     bad = cli.run("keys", "list", "--after", "ZZZZ")
     assert bad.code == 1 and "a key id is the 16 hex digits after 'ck_'" in bad.err
     assert cli.run("keys", "list", "--limit", str(MAX_API_KEYS_PAGE + 1)).code == 2
+
+
+def test_r25_guarantee_reports_emails_bounces_and_the_breach(cli: Cli, verifier: str) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    nothing = cli.ok("guarantee", "acme")
+    assert "0 emails charged, 0 bounced (0.00%); guarantee kept (R25)." in nothing.out
+    cli.ok("unlock", "acme", "ann@corp.com", "bob@corp.com", "--verifier-url", verifier)
+    cli.ok("bounce", "acme", "ann@corp.com")
+    report = cli.ok("guarantee", "acme", "--period", "0", "--format", "json")
+    found = json.loads(report.out)
+    assert (found["emails_charged"], found["bounces"], found["bounce_rate"]) == (2, 1, 0.5)
+    assert found["breached"] is False  # fewer than 100 emails: too few to judge
+    assert found["period"] == 0
+    assert cli.run("guarantee", "acme", "--period", "3").code != 0

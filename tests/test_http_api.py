@@ -291,6 +291,34 @@ def test_bounce_refunds_once(world: ApiWorld, acme: httpx.Client) -> None:
     assert_problem(late, 409, "refund-window-closed")
 
 
+def test_r25_the_guarantee_of_a_period(world: ApiWorld, acme: httpx.Client) -> None:
+    guarantee = f"/v1/accounts/{ACME}/guarantee"
+    contacts = [email(f"lead{i}@corp.com") for i in range(50)]
+    for start in (0, 25):  # 100 emails in two requests of the batch limit (50)
+        batch = [email(f"lead{i}@corp.com") for i in range(start * 4, start * 4 + 50)]
+        assert acme.post(UNLOCK, json={"contacts": batch}).is_success
+    bounces = f"/v1/accounts/{ACME}/bounces"
+    assert acme.post(bounces, json=contacts[0]).status_code == 201
+    kept = acme.get(guarantee)
+    assert kept.status_code == 200, kept.text
+    body = kept.json()
+    assert body["period"]["index"] == 0
+    assert (body["emails_charged"], body["bounces"], body["bounce_rate"], body["breached"]) == (
+        100,
+        1,
+        0.01,
+        False,
+    )
+    assert acme.post(bounces, json=contacts[1]).status_code == 201
+    world.clock.advance(timedelta(days=40))  # period 1: nothing charged in it
+    current = acme.get(guarantee).json()
+    assert (current["period"]["index"], current["emails_charged"]) == (1, 0)
+    past = acme.get(guarantee, params={"period": 0}).json()
+    assert (past["bounces"], past["breached"]) == (2, True)
+    assert_problem(acme.get(guarantee, params={"period": 7}), 422, "invalid-request")
+    assert_problem(acme.get(guarantee, params={"periods": 0}), 422, "invalid-request")
+
+
 # -- reading ------------------------------------------------------------------------------
 
 

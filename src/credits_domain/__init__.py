@@ -46,6 +46,7 @@ from credits_domain.errors import (
     UnknownApiKey,
     UnknownPlan,
 )
+from credits_domain.guarantee import Guarantee
 from credits_domain.keys import ApiKeyRecord, IssuedKey
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
@@ -97,6 +98,7 @@ __all__ = [
     "FastReservation",
     "Grant",
     "GrantExpiryNotAhead",
+    "Guarantee",
     "Hold",
     "HoldExpired",
     "IdempotencyKeyReused",

@@ -52,6 +52,7 @@ from credits_domain.errors import (
     UnknownAccount,
     invariant,
 )
+from credits_domain.guarantee import Guarantee, tally
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.limits import (
     MAX_ACCOUNTS_PAGE,
@@ -512,6 +513,20 @@ class CreditService:
             ends_at=wallet.ends_at,
             pending_plan=wallet.pending_plan,
         )
+
+    # -- the deliverability guarantee (R25) ------------------------------------------------
+
+    def guarantee(self, account: str, period: Period | None = None) -> Guarantee:
+        """R25 for a billing period of the account (default: the current one), from the
+        ledger: the period's entries and those of the refund window after it."""
+        account = check_account(account)
+        if period is not None and not isinstance(period, Period):
+            raise InvalidRequest(f"period must be a Period (service.period(...)), got {period!r}")
+        current = self._read(account, lambda wallet: wallet.period())
+        chosen = current if period is None else period
+        # Bounces are reported within the window after their charge (R18), inclusive.
+        until = chosen.end + timedelta(seconds=self._policy.refund_window_s, microseconds=1)
+        return tally(account, chosen, self._stream(account, chosen.start, until, -1))
 
     # -- refunds (R18) -------------------------------------------------------------------
 

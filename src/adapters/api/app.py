@@ -15,6 +15,7 @@
     GET  /balance                                           R20
     GET  /balance-at?at=2025-01-31T00:00:00Z                R21
     GET  /statement?cursor=&limit=&period=                  R21, paged by seq
+    GET  /guarantee?period=                                 R25
 
 and, for people: /docs (the reference, from the OpenAPI document) and /ui (an API key's
 own account, after signing in with the key; see `ui.py`).
@@ -87,6 +88,7 @@ _JSON_MEDIA_TYPE = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
 _QUERY_PARAMETERS: Final[Mapping[str, tuple[str, ...]]] = {
     "statement": ("cursor", "limit", "period"),
     "balance_at": ("at",),
+    "guarantee": ("period",),
 }
 
 
@@ -364,6 +366,11 @@ class _Api:
         past = self.service.balance_at(call.account, at)
         return _Answer(200, schemas.render_past_balance(at, past))
 
+    def guarantee(self, call: _Call) -> _Answer:
+        index = schemas.parse_period_param(call.query)
+        period = None if index is None else self.service.period(call.account, index)
+        return _Answer(200, schemas.render_guarantee(self.service.guarantee(call.account, period)))
+
     def statement(self, call: _Call) -> _Answer:
         query = schemas.StatementQuery.parse(call.query)
         period = None if query.period is None else self.service.period(call.account, query.period)
@@ -473,6 +480,7 @@ def create_app(
         route("/balance", {"GET": api.balance}),
         route("/balance-at", {"GET": api.balance_at}),
         route("/statement", {"GET": api.statement}),
+        route("/guarantee", {"GET": api.guarantee}),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     # Starlette answers /balance/ with a 307 to the URL built from the Host header: an

@@ -68,6 +68,7 @@ class _Schemas:
             shapes.Statement,
             shapes.TopUpRequest,
             shapes.TopUpResult,
+            shapes.Guarantee,
             Problem,
         ]
         refs, self.components = msgspec.json.schema_components(bodies, ref_template=REF_TEMPLATE)
@@ -372,6 +373,24 @@ def openapi_document(requests: RequestShapes) -> Json:
                         "Only this billing period's entries (0 is the first period of the "
                         "current subscription); absent: all entries.",
                     ),
+                ],
+            )
+        },
+        f"{account_path}/guarantee": {
+            "get": _operation(
+                schemas,
+                "guarantee",
+                "The deliverability guarantee of a billing period, from the ledger (R25)",
+                (200, _ok("The period's emails, bounces and rate", schemas.ref(shapes.Guarantee))),
+                [*_READ_PROBLEMS, 422],
+                parameters=[
+                    _int_query(
+                        "period",
+                        0,
+                        MAX_PERIOD_INDEX,
+                        "A billing period of the current subscription (0 is the first); "
+                        "absent: the current one.",
+                    )
                 ],
             )
         },

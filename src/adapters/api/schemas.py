@@ -42,6 +42,7 @@ from credits_domain import (
     Contact,
     Credits,
     CreditsError,
+    Guarantee,
     InvalidRequest,
     LedgerEntry,
     MalformedContact,
@@ -278,6 +279,11 @@ class StatementQuery:
         )
 
 
+def parse_period_param(params: Mapping[str, list[str]]) -> int | None:
+    """`?period=` a billing period's index (absent: the current one)."""
+    return _int_param(params, "period", low=0, high=MAX_PERIOD_INDEX)
+
+
 def parse_instant_param(params: Mapping[str, list[str]], name: str) -> datetime:
     raw = _single(params, name)
     if raw is None:
@@ -320,6 +326,17 @@ def _utc(at: datetime) -> datetime:
 
 def render_period(period: Period) -> shapes.Period:
     return shapes.Period(index=period.index, start=_utc(period.start), end=_utc(period.end))
+
+
+def render_guarantee(guarantee: Guarantee) -> shapes.Guarantee:
+    return shapes.Guarantee(
+        account=guarantee.account,
+        period=render_period(guarantee.period),
+        emails_charged=guarantee.emails_charged,
+        bounces=guarantee.bounces,
+        bounce_rate=guarantee.bounce_rate,
+        breached=guarantee.breached,
+    )
 
 
 def render_subscription(subscription: Subscription) -> shapes.Subscription:

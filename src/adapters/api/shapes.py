@@ -296,6 +296,25 @@ class PastBalance(Shape, frozen=True):
     mobile: Count
 
 
+class Guarantee(Shape, frozen=True):
+    """The deliverability guarantee for one billing period (R25), from the ledger."""
+
+    account: str
+    period: Period
+    emails_charged: Annotated[
+        int, Meta(ge=0, description="Emails charged in the period; refunds do not reduce it.")
+    ]
+    bounces: Annotated[
+        int, Meta(ge=0, description="Bounces reported (R18) for emails charged in the period.")
+    ]
+    bounce_rate: Annotated[
+        float, Meta(ge=0, le=1, description="bounces / emails_charged; 0 when none charged.")
+    ]
+    breached: Annotated[
+        bool, Meta(description="More than 1% bounced, with at least 100 emails charged.")
+    ]
+
+
 class Cause(Shape, frozen=True):
     """Why a ledger entry was made (R19)."""
 

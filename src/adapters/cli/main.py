@@ -1,6 +1,7 @@
 """The `credits` command: Typer for the arguments, rich for tables and progress.
 
-    credits accounts | balance | statement ...     reading (adapters.cli.reading)
+    credits accounts | balance | statement | guarantee ...
+                                                  reading (adapters.cli.reading)
     credits subscribe | change-plan | cancel | pause | resume | top-up | bounce ...
                                                   changing an account (adapters.cli.operating)
     credits unlock | export | enrich ACCOUNT (CONTACTS... | FILE.csv)
@@ -88,6 +89,7 @@ def _options(
 app.command(cls=HelpCommand)(reading.accounts)
 app.command(cls=HelpCommand)(reading.balance)
 app.command(cls=HelpCommand)(reading.statement)
+app.command(cls=HelpCommand)(reading.guarantee)
 app.command(cls=HelpCommand)(operating.subscribe)
 app.command("change-plan", cls=HelpCommand)(operating.change_plan)
 app.command(cls=HelpCommand)(operating.cancel)
