@@ -416,6 +416,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "demo",
         "serve",
         "keys",
+        "members",
         "db",
     ]
 

@@ -456,3 +456,33 @@ def test_r25_guarantee_reports_emails_bounces_and_the_breach(cli: Cli, verifier:
     assert found["breached"] is False  # fewer than 100 emails: too few to judge
     assert found["period"] == 0
     assert cli.run("guarantee", "acme", "--period", "3").code != 0
+
+
+def test_r22_members_allowances_and_usage(cli: Cli, verifier: str) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    assert cli.ok("members", "add", "acme", "alice").out == "alice added to acme (R22).\n"
+    again = cli.ok("members", "add", "acme", "alice").out
+    assert again == "alice is already a member of acme (R22).\n"
+    set_out = cli.ok("members", "allowance", "acme", "alice", "--email", "1").out
+    assert set_out == "alice of acme may use 1 email and 0 mobile credits a period (R22).\n"
+    done = cli.ok(
+        "unlock",
+        "acme",
+        "ann@corp.com",
+        "bob@corp.com",
+        "--member",
+        "alice",
+        "--verifier-url",
+        verifier,
+        "--format",
+        "json",
+    )
+    outcomes = [item["outcome"] for item in json.loads(done.out)["items"]]
+    assert outcomes == ["charged", "member_allowance_exceeded"]
+    used = cli.ok("members", "usage", "acme", "alice", "--period", "0").out
+    assert used == "alice of acme, period 0: 1 email and 0 mobile credits used (R22).\n"
+    cli.ok("members", "allowance", "acme", "alice", "--remove")
+    unknown = cli.run(
+        "unlock", "acme", "cy@corp.com", "--member", "carol", "--verifier-url", verifier
+    )
+    assert "add_member" in unknown.error_line()

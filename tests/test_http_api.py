@@ -727,3 +727,29 @@ def test_canonical_contacts_match_the_core(world: ApiWorld, acme: httpx.Client) 
         Contact.mobile(raw[1]).value,
         Contact.mobile(raw[2]).value,
     ]
+
+
+def test_r22_members_and_allowances_over_http(world: ApiWorld, acme: httpx.Client) -> None:
+    members = f"/v1/accounts/{ACME}/members"
+    added = acme.post(members, json={"member": "alice"})
+    assert added.status_code == 200, added.text
+    assert added.json() == {"member": "alice", "added": True}
+    assert acme.post(members, json={"member": "alice"}).json()["added"] is False
+    allowance = {"member": "alice", "allowance": {"email": 2, "mobile": 0}}
+    assert acme.put(f"{members}/allowance", json=allowance).json() == allowance
+    batch = [email(f"m{i}@corp.com") for i in range(3)]
+    answer = acme.post(UNLOCK, json={"contacts": batch, "member": "alice"}).json()
+    assert [i["outcome"] for i in answer["items"]] == [
+        "charged",
+        "charged",
+        "member_allowance_exceeded",
+    ]
+    usage = acme.get(f"{members}/usage", params={"member": "alice"}).json()
+    assert (usage["used"], usage["period"]["index"]) == ({"email": 2, "mobile": 0}, 0)
+    assert acme.put(f"{members}/allowance", json={"member": "alice", "allowance": None}).is_success
+    again = acme.post(UNLOCK, json={"contacts": batch, "member": "alice"}).json()
+    assert [i["outcome"] for i in again["items"]] == ["already_owned"] * 2 + ["charged"]
+    unknown = acme.post(UNLOCK, json={"contacts": batch, "member": "carol"})
+    assert_problem(unknown, 422, "unknown-member")
+    missing = acme.get(f"{members}/usage")
+    assert_problem(missing, 422, "invalid-request")

@@ -56,7 +56,7 @@ REFUSALS: list[tuple[object, type[CreditsError], str]] = [
     (
         {"contacts": [], "extra": 1},
         InvalidRequest,
-        "the body has the unknown field 'extra'; allowed: contacts",
+        "the body has the unknown field 'extra'; allowed: contacts, member",
     ),
     (
         {"contacts": [{**_email("a@corp.com"), "name": "Ann"}]},

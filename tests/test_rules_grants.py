@@ -17,8 +17,6 @@ import attrs
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.memory import InMemoryRepository
-from adapters.sql import SqlRepository
 from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     Channel,
@@ -30,10 +28,9 @@ from credits_domain import (
     IdempotencyKeyReused,
     LedgerEntry,
     Operation,
-    Repository,
     Verdict,
 )
-from rules_support import JAN_1, emails, tiny_plan
+from rules_support import JAN_1, STORAGES, emails, storage, tiny_plan
 
 ACCOUNT = "acme"
 DAY = timedelta(days=1)
@@ -63,7 +60,7 @@ class Grants:
         return top_up.entries[0].seq
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=STORAGES)
 def grants(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Grants]:
     clock = ManualClock(JAN_1)
     holder: list[Grants] = []
@@ -75,22 +72,10 @@ def grants(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Grants]:
     verifier = ScriptedVerifier(
         {"bad@corp.com": Verdict.INVALID}, default=Verdict.VALID, before_answer=before_answer
     )
-    repository: Repository
-    if request.param == "memory":
-        repository = InMemoryRepository()
-    else:
-        url = (
-            f"sqlite:///{tmp_path / 'grants.db'}"
-            if request.param == "sqlite"
-            else request.getfixturevalue("postgres_url")
-        )
-        repository = SqlRepository.connect(url, migrate=True)
-    service = CreditService(repository=repository, verifier=verifier, clock=clock, plans=PLANS)
-    holder.append(Grants(service=service, clock=clock))
-    yield holder[0]
-    close = getattr(repository, "close", None)
-    if callable(close):
-        close()
+    with storage(request, tmp_path) as repository:
+        service = CreditService(repository=repository, verifier=verifier, clock=clock, plans=PLANS)
+        holder.append(Grants(service=service, clock=clock))
+        yield holder[0]
 
 
 def kinds(entries: Sequence[LedgerEntry]) -> list[tuple[EntryKind, int, int | None]]:

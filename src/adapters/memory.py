@@ -118,6 +118,7 @@ def _stored(wallet: Wallet) -> Wallet:
             grant_id: attrs.evolve(grant, expires_at=_instant(grant.expires_at))
             for grant_id, grant in wallet.grants.items()
         },
+        members=dict(wallet.members),
         pending_entries=[],
     )
 
@@ -128,6 +129,7 @@ def _copy(wallet: Wallet) -> Wallet:
         balances=dict(wallet.balances),
         holds=dict(wallet.holds),
         grants=dict(wallet.grants),
+        members=dict(wallet.members),
         pending_entries=[],
     )
 

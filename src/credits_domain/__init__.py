@@ -42,8 +42,10 @@ from credits_domain.errors import (
     StorageUnavailable,
     SubscriptionPaused,
     TooManyGrants,
+    TooManyMembers,
     UnknownAccount,
     UnknownApiKey,
+    UnknownMember,
     UnknownPlan,
 )
 from credits_domain.guarantee import Guarantee
@@ -69,7 +71,7 @@ from credits_domain.ports import (
 )
 from credits_domain.service import Balance, CreditService, Subscription, TopUp
 from credits_domain.verdict import CheckResult, LineType, Verdict, email_verdict, mobile_verdict
-from credits_domain.wallet import Grant, Hold, PlanChange, Status, Wallet
+from credits_domain.wallet import Grant, Hold, Member, PlanChange, Status, Wallet
 
 __all__ = [
     "PLANS",
@@ -111,6 +113,7 @@ __all__ = [
     "LedgerEntry",
     "LineType",
     "MalformedContact",
+    "Member",
     "NoActiveSubscription",
     "NotAnEmail",
     "NotCharged",
@@ -133,10 +136,12 @@ __all__ = [
     "Subscription",
     "SubscriptionPaused",
     "TooManyGrants",
+    "TooManyMembers",
     "TopUp",
     "UnitOfWork",
     "UnknownAccount",
     "UnknownApiKey",
+    "UnknownMember",
     "UnknownPlan",
     "Verdict",
     "Verifier",

@@ -207,3 +207,22 @@ class TooManyGrants(CreditsError):
             "expired; top up without expires_at, or wait for one to expire"
         )
         self.account = account
+
+
+class UnknownMember(CreditsError, LookupError):
+    """A team member the account never added (R22); add them first."""
+
+    def __init__(self, account: str, member: str) -> None:
+        super().__init__(
+            f"account {account!r} has no member {member!r}; add them with add_member first"
+        )
+        self.account = account
+        self.member = member
+
+
+class TooManyMembers(CreditsError):
+    """An account has as many team members as it may (R22); nothing was added."""
+
+    def __init__(self, account: str, limit: int) -> None:
+        super().__init__(f"account {account!r} has {limit} members already, the most it may")
+        self.account = account

@@ -1,4 +1,5 @@
-"""R25, the deliverability guarantee: per account and billing period, the emails charged
+"""R25, the deliverability guarantee, and R22's usage of a team member, both read from
+the ledger. R25: per account and billing period, the emails charged
 in the period, the bounces reported (R18) for those emails, and whether the bounce rate
 breaches the promise ("under 1% bounces").
 
@@ -20,6 +21,7 @@ import attrs
 from credits_domain.contact import Channel
 from credits_domain.ledger import EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
+from credits_domain.plans import Credits
 
 GUARANTEE_MIN_EMAILS = 100
 """A period with fewer emails charged never breaches: too few to judge a rate by."""
@@ -78,3 +80,21 @@ def tally(account: str, period: Period, entries: Iterable[LedgerEntry]) -> Guara
         ):
             bounces += 1
     return Guarantee(account=account, period=period, emails_charged=len(charged), bounces=bounces)
+
+
+def member_usage(member: str, period: Period, entries: Iterable[LedgerEntry]) -> Credits:
+    """R22: what `member` was charged per pool in `period`, less the bounce refunds (R18)
+    of those charges, from the same entries as `tally` (the period and the refund window
+    after it). A datum is charged once per account (R12), so a refund names its charge."""
+    charged: set[str] = set()
+    used = dict.fromkeys(Channel, 0)
+    for entry in entries:
+        cause = entry.cause
+        if cause.member != member or cause.datum is None:
+            continue
+        if entry.kind is EntryKind.CHARGE and entry.at < period.end:
+            charged.add(cause.datum)
+            used[entry.pool] -= entry.amount
+        elif entry.kind is EntryKind.REFUND and cause.datum in charged:
+            used[entry.pool] -= entry.amount
+    return Credits.from_pools(used)

@@ -61,6 +61,7 @@ class Cause:
     # and on a refund that went back to it.
     grant: int | None = None
     expires_at: datetime | None = None  # R23: on an expiring grant's TOP_UP entry
+    member: str | None = None  # R22: the team member who charged (or whose charge refunded)
 
 
 @attrs.frozen(kw_only=True)

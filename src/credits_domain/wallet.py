@@ -24,6 +24,8 @@ from credits_domain.errors import (
     NoActiveSubscription,
     SubscriptionPaused,
     TooManyGrants,
+    TooManyMembers,
+    UnknownMember,
     invariant,
 )
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
@@ -34,6 +36,8 @@ from credits_domain.plans import Credits, Plan
 MAX_RENEWALS_PER_CATCH_UP = 1_200
 # R23: the expiring grants an account may hold at once (spent ones count until they expire).
 MAX_OPEN_GRANTS = 100
+# R22: team members of one account.
+MAX_MEMBERS = 1_000
 
 
 class Status(enum.Enum):
@@ -56,6 +60,7 @@ class Hold:
     credits: Credits
     created_at: datetime
     expires_at: datetime
+    member: str | None = None  # R22: the team member whose request it is, if any
 
 
 def _whole(value: int) -> None:
@@ -88,6 +93,20 @@ class Grant:
         return (self.expires_at, self.grant_id)
 
 
+@attrs.frozen(kw_only=True)
+class Member:
+    """A team member of the account (R22): their per-period allowance per pool (None:
+    they draw on the team pool freely), and what they used in the period that began at
+    `period_start` (an older period's usage counts as none: allowances reset)."""
+
+    allowance: Credits | None = None
+    period_start: datetime | None = None
+    used: Credits = attrs.field(factory=Credits)
+
+    def used_in(self, period_start: datetime) -> Credits:
+        return self.used if self.period_start == period_start else Credits()
+
+
 @attrs.define(kw_only=True)
 class Wallet:
     account: str
@@ -103,6 +122,7 @@ class Wallet:
     next_hold_no: int
     version: int = 0
     grants: dict[int, Grant] = attrs.field(factory=dict)  # R23, by grant_id
+    members: dict[str, Member] = attrs.field(factory=dict)  # R22, by member id
     pending_entries: list[LedgerEntry] = attrs.field(factory=list)
 
     # -- construction -------------------------------------------------------------------
@@ -143,6 +163,7 @@ class Wallet:
         next_hold_no: int,
         version: int,
         grants: Mapping[int, Grant] | None = None,
+        members: Mapping[str, Member] | None = None,
     ) -> Wallet:
         """Rebuild a stored wallet (for adapters); checks the invariants it was saved with."""
         wallet = cls(
@@ -159,6 +180,7 @@ class Wallet:
             next_hold_no=next_hold_no,
             version=version,
             grants=dict(grants or {}),
+            members=dict(members or {}),
         )
         wallet.check_invariants()
         return wallet
@@ -394,14 +416,19 @@ class Wallet:
 
     # -- holds (R16) ---------------------------------------------------------------------
 
-    def place_hold(self, credits: Credits, now: datetime, ttl_s: int) -> Hold:
+    def place_hold(
+        self, credits: Credits, now: datetime, ttl_s: int, *, member: str | None = None
+    ) -> Hold:
         for pool in Channel:
             invariant(credits.of(pool) <= self.available(pool), "hold beyond available (R16)")
+            room = self.member_room(member, pool)
+            invariant(room is None or credits.of(pool) <= room, "hold beyond allowance (R22)")
         hold = Hold(
             hold_id=f"{self.account}#{self.next_hold_no}",
             credits=credits,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_s),
+            member=member,
         )
         self.next_hold_no += 1
         self.holds[hold.hold_id] = hold
@@ -417,6 +444,56 @@ class Wallet:
         if expired:
             self.expire_grants(now)  # R23: what they held of an expired grant expires now
         return len(expired)
+
+    # -- team members (R22) ----------------------------------------------------------------
+
+    def add_member(self, member: str) -> bool:
+        """Register a member; False if they were one already (nothing changes)."""
+        if member in self.members:
+            return False
+        if len(self.members) >= MAX_MEMBERS:
+            raise TooManyMembers(self.account, MAX_MEMBERS)
+        self.members[member] = Member()
+        return True
+
+    def require_member(self, member: str) -> Member:
+        found = self.members.get(member)
+        if found is None:
+            raise UnknownMember(self.account, member)
+        return found
+
+    def set_member_allowance(self, member: str, allowance: Credits | None) -> None:
+        """R22: a per-period allowance per pool; None removes it (the pool, freely)."""
+        found = self.require_member(member)
+        self.members[member] = attrs.evolve(found, allowance=allowance)
+
+    def member_used(self, member: str) -> Credits:
+        """What the member used in the current period (R22)."""
+        return self.require_member(member).used_in(self.period().start)
+
+    def member_room(self, member: str | None, pool: Channel) -> int | None:
+        """What the member may still take from `pool` this period, net of their open
+        holds (R22); None: no limit (no member, or no allowance)."""
+        if member is None:
+            return None
+        found = self.require_member(member)
+        if found.allowance is None:
+            return None
+        held = sum(h.credits.of(pool) for h in self.holds.values() if h.member == member)
+        used = found.used_in(self.period().start).of(pool)
+        return max(0, found.allowance.of(pool) - used - held)
+
+    def count_usage(self, member: str, pool: Channel, credits: int, at: datetime) -> None:
+        """Add (or, negative, take back) the member's usage in the period of `at`."""
+        found = self.require_member(member)
+        start = self.period().start
+        if not start <= at:  # a charge of an earlier period: its usage has reset (R22)
+            return
+        used = found.used_in(start)
+        amount = max(0, used.of(pool) + credits)
+        self.members[member] = attrs.evolve(
+            found, period_start=start, used=attrs.evolve(used, **{pool.value: amount})
+        )
 
     # -- balance changes (R8, R9, R18, R19) ----------------------------------------------
 

@@ -279,6 +279,14 @@ class StatementQuery:
         )
 
 
+def parse_member_param(params: Mapping[str, list[str]]) -> str:
+    """`?member=` a team member's id (R22), required."""
+    member = _single(params, "member")
+    if member is None:
+        raise InvalidRequest("query parameter member is required (a team member's id)")
+    return member
+
+
 def parse_period_param(params: Mapping[str, list[str]]) -> int | None:
     """`?period=` a billing period's index (absent: the current one)."""
     return _int_param(params, "period", low=0, high=MAX_PERIOD_INDEX)

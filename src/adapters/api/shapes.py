@@ -26,6 +26,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from credits_domain import Channel, EntryKind, Operation, Outcome, PlanChange, Status, Verdict
 from credits_domain.limits import (
+    MAX_ACCOUNT_ID_LENGTH,
     MAX_CONTACT_INPUT_LENGTH,
     MAX_DESTINATION_LENGTH,
     MAX_PLAN_NAME_LENGTH,
@@ -150,10 +151,29 @@ Destination = Annotated[
 # RequestShapes, which adds its batch limit.
 
 
+MemberId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_ACCOUNT_ID_LENGTH,
+        description="A team member of the account (R22), as added to it; same rules as an "
+        "account id.",
+    ),
+]
+OptionalMember = Annotated[
+    MemberId | None,
+    Meta(
+        description="R22: the team member asking (absent: the account itself). Items past "
+        "their allowance are member_allowance_exceeded."
+    ),
+]
+
+
 class UnlockRequest(Shape, frozen=True):
     """Contacts to reveal (R9)."""
 
     contacts: list[ContactIn]
+    member: OptionalMember = None
 
 
 class ExportRequest(Shape, frozen=True):
@@ -161,12 +181,53 @@ class ExportRequest(Shape, frozen=True):
 
     contacts: list[ContactIn]
     destination: Destination
+    member: OptionalMember = None
 
 
 class EnrichRequest(Shape, frozen=True):
     """Data an enrichment found on an existing lead (R14)."""
 
     found: list[ContactIn]
+    member: OptionalMember = None
+
+
+class MemberRequest(Shape, frozen=True):
+    """A team member to add to the account (R22)."""
+
+    member: MemberId
+
+
+class PoolCredits(Shape, frozen=True):
+    """Credits per pool."""
+
+    email: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] = 0
+    mobile: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] = 0
+
+
+class AllowanceRequest(Shape, frozen=True):
+    """A member's allowance per pool and billing period (R22); null removes it (the member
+    then draws on the team pool freely)."""
+
+    member: MemberId
+    allowance: PoolCredits | None
+
+
+class MemberAdded(Shape, frozen=True):
+    member: str
+    added: Annotated[bool, Meta(description="False when they were a member already.")]
+
+
+class MemberAllowance(Shape, frozen=True):
+    member: str
+    allowance: PoolCredits | None
+
+
+class MemberUsage(Shape, frozen=True):
+    """What a member was charged in a billing period, less bounce refunds (R22)."""
+
+    member: str
+    period: Period
+    used: PoolCredits
 
 
 _S = TypeVar("_S", bound=Shape)

@@ -9,6 +9,7 @@
     credits renew-due [--db URL]                  renew every account whose period ended
     credits demo [--db URL]                       replay the scripted story (adapters.cli.demo)
     credits keys ..., credits serve ...           the HTTP API's (adapters.cli.serve)
+    credits members add|allowance|usage ...       a team's members (adapters.cli.members)
     credits db upgrade [--db URL]                 bring the schema to the newest revision
     credits --version                             the installed version
 
@@ -34,6 +35,7 @@ from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.cli import charging, operating, reading, render, version_line
 from adapters.cli.demo import demo
+from adapters.cli.members import members_app
 from adapters.cli.serve import register
 from adapters.cli.support import (
     DbOption,
@@ -142,6 +144,7 @@ app.command(cls=HelpCommand)(demo)
 # `keys` needs storage only. `serve` is listed even without the `http` extra: run, it
 # says which extra to install (reported by the entry point, `adapters.cli.main()`).
 register(app)
+app.add_typer(members_app, name="members")
 app.add_typer(db_app, name="db")
 
 

@@ -9,7 +9,7 @@ follows from it (when a cancellation ends, when a downgrade acts).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -119,13 +119,14 @@ def resume(account: AccountArgument, db: DbOption = DEFAULT_DATABASE_URL) -> Non
     )
 
 
-def _credits(what: str) -> object:
+def credits_option(what: str, meaning: str = "to grant") -> Any:
+    """`--email N` or `--mobile N`: credits of that pool (R1), 0 to MAX_CREDITS."""
     return typer.Option(
         f"--{what}",
         metavar="N",
         min=0,
         max=MAX_CREDITS,
-        help=f"{what.capitalize()} credits to grant (0 to {MAX_CREDITS:,}).",
+        help=f"{what.capitalize()} credits {meaning} (0 to {MAX_CREDITS:,}).",
     )
 
 
@@ -141,8 +142,8 @@ def top_up(
             callback=bounded(MAX_REASON_LENGTH),
         ),
     ],
-    email: Annotated[int, _credits("email")] = 0,
-    mobile: Annotated[int, _credits("mobile")] = 0,
+    email: Annotated[int, credits_option("email")] = 0,
+    mobile: Annotated[int, credits_option("mobile")] = 0,
     expires: Annotated[
         str | None,
         typer.Option(

@@ -179,6 +179,7 @@ def describe(result: ChargeResult) -> str:
         (Outcome.ALREADY_OWNED, "already owned"),
         (Outcome.DUPLICATE_IN_REQUEST, "repeated in the request"),
         (Outcome.INSUFFICIENT_CREDITS, "beyond the balance"),
+        (Outcome.MEMBER_ALLOWANCE_EXCEEDED, "beyond the member's allowance"),
     ):
         if n := result.count(outcome):
             parts.append(f"{n:,} {label}")

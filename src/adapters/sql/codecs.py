@@ -24,6 +24,7 @@ from credits_domain import (
     IdempotencyRecord,
     ItemResult,
     LedgerEntry,
+    Member,
     Operation,
     Outcome,
     Ownership,
@@ -132,6 +133,34 @@ def wallet_values(wallet: Wallet) -> dict[str, Any]:
         "next_hold_no": wallet.next_hold_no,
         "next_boundary_at": wallet.next_boundary_at,
         "grants": grants_to_json(wallet.grants) if wallet.grants else None,
+        "members": members_to_json(wallet.members) if wallet.members else None,
+    }
+
+
+def members_to_json(members: Mapping[str, Member]) -> dict[str, Any]:
+    """R22's members by id: allowance (or null), and usage in the period since `since`."""
+    return {
+        name: {
+            "allowance": None if m.allowance is None else _credits_to_json(m.allowance),
+            "since": None
+            if m.period_start is None
+            else m.period_start.isoformat(timespec="microseconds"),
+            "used": _credits_to_json(m.used),
+        }
+        for name, m in sorted(members.items())
+    }
+
+
+def members_from_json(data: Mapping[str, Any] | None) -> dict[str, Member]:
+    return {
+        name: Member(
+            allowance=None if m["allowance"] is None else _credits_from_json(m["allowance"]),
+            period_start=None
+            if m["since"] is None
+            else require_utc(datetime.fromisoformat(m["since"]), "since"),
+            used=_credits_from_json(m["used"]),
+        )
+        for name, m in (data or {}).items()
     }
 
 
@@ -172,6 +201,7 @@ def hold_from_row(row: Row[Any]) -> Hold:
         credits=Credits(email=row.email_credits, mobile=row.mobile_credits),
         created_at=row.created_at,
         expires_at=row.expires_at,
+        member=row.member,
     )
 
 
@@ -183,6 +213,7 @@ def hold_values(account: str, hold: Hold) -> dict[str, Any]:
         "mobile_credits": hold.credits.mobile,
         "created_at": hold.created_at,
         "expires_at": hold.expires_at,
+        "member": hold.member,
     }
 
 
@@ -201,6 +232,7 @@ def wallet_from_rows(row: Row[Any], hold_rows: Sequence[Row[Any]]) -> Wallet:
         next_hold_no=row.next_hold_no,
         version=row.version,
         grants=grants_from_json(row.grants),
+        members=members_from_json(row.members),
     )
 
 
@@ -228,6 +260,7 @@ def entry_values(entry: LedgerEntry) -> dict[str, Any]:
         "note": cause.note,
         "grant_seq": cause.grant,
         "expires_at": cause.expires_at,
+        "member": cause.member,
     }
 
 
@@ -250,6 +283,7 @@ def entry_from_row(row: Row[Any]) -> LedgerEntry:
             note=row.note,
             grant=row.grant_seq,
             expires_at=row.expires_at,
+            member=row.member,
         ),
     )
 
@@ -265,6 +299,7 @@ def ownership_values(record: Ownership) -> dict[str, Any]:
         "entry_seq": record.entry_seq,
         "refunded_at": record.refunded_at,
         "grant_seq": record.grant,
+        "member": record.member,
     }
 
 
@@ -278,6 +313,7 @@ def ownership_from_row(row: Row[Any], contact: Contact) -> Ownership:
         entry_seq=row.entry_seq,
         refunded_at=row.refunded_at,
         grant=row.grant_seq,
+        member=row.member,
     )
 
 

@@ -74,6 +74,7 @@ wallets = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("next_boundary_at", UtcInstant),
     sa.Column("grants", JSON_COLUMN),  # revision 0007: expiring grants (R23), NULL if none
+    sa.Column("members", JSON_COLUMN),  # revision 0007: team members (R22), NULL if none
 )
 
 holds = sa.Table(
@@ -85,6 +86,7 @@ holds = sa.Table(
     sa.Column("mobile_credits", sa.BigInteger, nullable=False),
     sa.Column("created_at", UtcInstant, nullable=False),
     sa.Column("expires_at", UtcInstant, nullable=False),
+    sa.Column("member", sa.String(200)),  # revision 0007: Hold.member (R22)
 )
 
 ledger = sa.Table(
@@ -106,6 +108,7 @@ ledger = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("grant_seq", sa.BigInteger),  # revision 0007: Cause.grant (R23)
     sa.Column("expires_at", UtcInstant),  # revision 0007: Cause.expires_at (R23)
+    sa.Column("member", sa.String(200)),  # revision 0007: Cause.member (R22)
 )
 
 ownership = sa.Table(
@@ -120,6 +123,7 @@ ownership = sa.Table(
     sa.Column("entry_seq", sa.BigInteger, nullable=False),
     sa.Column("refunded_at", UtcInstant),
     sa.Column("grant_seq", sa.BigInteger),  # revision 0007: Ownership.grant (R23)
+    sa.Column("member", sa.String(200)),  # revision 0007: Ownership.member (R22)
 )
 
 idempotency = sa.Table(

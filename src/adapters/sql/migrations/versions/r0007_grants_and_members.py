@@ -1,4 +1,4 @@
-"""Expiring grants (R23).
+"""Expiring grants (R23) and team members (R22).
 
 - `credits_wallets.grants`: the wallet's open expiring grants as JSON (NULL when it has
   none): each grant's id (the seq of its TOP_UP entry), pool, credits, what is left, its
@@ -7,6 +7,10 @@
   ledger's sign check takes the new kind `expire` (negative).
 - `credits_ownership.grant_seq`: the grant that paid for a datum, where a bounce refund
   goes back to (R18).
+- R22: `credits_wallets.members` (JSON: each member's allowance and usage this period,
+  NULL when the team has none), and the member of a hold, a ledger entry and an
+  ownership (`member` columns; NULL: the account itself). Members' requests never take
+  the one-call paths (the service keeps them on the units-of-work path).
 - The one-call charging functions of revision 0004 answer 'fallback' for a wallet with
   grants: charges draw on grants first, which the Wallet does (the units-of-work path).
 
@@ -45,6 +49,7 @@ SIGN_AFTER = (
     " OR (kind IN ('charge', 'forfeit', 'expire') AND amount < 0)"
     " OR kind = 'adjustment'"
 )
+MEMBER_TABLES = ("credits_holds", "credits_ledger", "credits_ownership")
 # The condition under which revision 0004's functions charge in one call; 'fallback' too
 # for a wallet holding expiring grants.
 ONE_CALL = "w.next_boundary_at <= p_now"
@@ -94,6 +99,9 @@ def upgrade() -> None:
     op.add_column("credits_ownership", sa.Column("grant_seq", sa.BigInteger(), nullable=True))
     op.add_column("credits_ledger", sa.Column("grant_seq", sa.BigInteger(), nullable=True))
     op.add_column("credits_ledger", sa.Column("expires_at", INSTANT, nullable=True))
+    op.add_column("credits_wallets", sa.Column("members", sa.JSON(), nullable=True))
+    for table in MEMBER_TABLES:
+        op.add_column(table, sa.Column("member", sa.String(200), nullable=True))
     if dialect == "sqlite":
         _sqlite_ledger(SIGN_BEFORE, SIGN_AFTER)
         return
@@ -115,6 +123,9 @@ def downgrade() -> None:
                 op.execute(statement)
         op.drop_constraint(SIGN_CHECK, "credits_ledger", type_="check")
         op.create_check_constraint(SIGN_CHECK, "credits_ledger", SIGN_BEFORE)
+    for table in MEMBER_TABLES:
+        op.drop_column(table, "member")
+    op.drop_column("credits_wallets", "members")
     op.drop_column("credits_ledger", "expires_at")
     op.drop_column("credits_ledger", "grant_seq")
     op.drop_column("credits_ownership", "grant_seq")
