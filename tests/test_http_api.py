@@ -744,6 +744,8 @@ def test_r22_members_and_allowances_over_http(world: ApiWorld, acme: httpx.Clien
         "charged",
         "member_allowance_exceeded",
     ]
+    entries = acme.get(f"/v1/accounts/{ACME}/statement").json()["entries"]
+    assert [e["cause"]["member"] for e in entries if e["kind"] == "charge"] == ["alice"] * 2
     usage = acme.get(f"{members}/usage", params={"member": "alice"}).json()
     assert (usage["used"], usage["period"]["index"]) == ({"email": 2, "mobile": 0}, 0)
     assert acme.put(f"{members}/allowance", json={"member": "alice", "allowance": None}).is_success

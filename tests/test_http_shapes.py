@@ -222,7 +222,8 @@ def test_a_ledger_entry_is_these_bytes() -> None:
         b'"at":"2025-01-31T09:00:00.000120Z","balance_after":12000,'
         b'"cause":{"operation":"bounce","datum":"email:ann@corp.com","plan":null,'
         b'"period":null,"idempotency_key":null,"destination":null,'
-        b'"note":"bounce \xc2\xabA\xc2\xbb","grant":null,"expires_at":null}}'
+        b'"note":"bounce \xc2\xabA\xc2\xbb","grant":null,"expires_at":null,'
+        b'"member":null}}'
     )
 
 

@@ -420,6 +420,7 @@ def render_entry(entry: LedgerEntry) -> shapes.LedgerEntry:
             note=cause.note,
             grant=cause.grant,
             expires_at=None if cause.expires_at is None else _utc(cause.expires_at),
+            member=cause.member,
         ),
     )
 

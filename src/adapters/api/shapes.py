@@ -396,6 +396,10 @@ class Cause(Shape, frozen=True):
     expires_at: Annotated[
         Instant | None, Meta(description="R23: when an expiring grant's top_up expires.")
     ] = None
+    member: Annotated[
+        str | None,
+        Meta(description="R22: the team member who charged (or whose charge was refunded)."),
+    ] = None
 
 
 class LedgerEntry(Shape, frozen=True):
