@@ -8,13 +8,17 @@ act while the verifier "works" (R16, R17).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import attrs
+import pytest
 
 from adapters.clock import ManualClock
 from adapters.memory import InMemoryRepository
+from adapters.sql import SqlRepository
 from adapters.verifier import ScriptedVerifier
 from credits_domain import (
     PLANS,
@@ -29,6 +33,7 @@ from credits_domain import (
     LedgerEntry,
     Plan,
     Price,
+    Repository,
     Verdict,
     Verifier,
 )
@@ -156,3 +161,22 @@ def make_service(verifier: Verifier, *, policy: ChargePolicy | None = None) -> C
         clock=ManualClock(JAN_1),
         policy=policy,
     )
+
+
+# The storages a rule test may run on, for `pytest.fixture(params=STORAGES)`.
+STORAGES = ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+    """A fresh repository of the kind `request.param` names (one of STORAGES)."""
+    if request.param == "memory":
+        yield InMemoryRepository()
+        return
+    url = (
+        f"sqlite:///{tmp_path / 'rules.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    with SqlRepository.connect(url, migrate=True) as repository:
+        yield repository

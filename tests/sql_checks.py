@@ -135,6 +135,20 @@ class StatementCounter:
         self.count += 1
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Take the database down to `revision` (the migrations' downgrade steps)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", MIGRATIONS)
+            config.set_main_option("version_table", VERSION_TABLE)
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
 def reset_database(url: str) -> None:
     """Empty a test's own database, so that the next example starts from nothing."""
     engine = create_engine(url)
@@ -252,22 +266,23 @@ class SqlAdapterChecks:
     def test_upgrade_from_the_previous_revision_keeps_data_and_adds_the_guards(
         self, db_url: str
     ) -> None:
-        upgrade(db_url, revision="0001")
+        # An account's history written at head (revision 0007 added columns the adapter
+        # writes), then the database taken down to revision 0001 with it.
+        upgrade(db_url)
+        clock = ManualClock(START)
+        with SqlRepository.connect(db_url) as head:
+            service = service_on(head, clock)
+            service.subscribe("acme", "boost")
+            service.unlock("acme", emails(3))
+            service.report_bounce("acme", emails(1)[0])
+            clock.advance(timedelta(days=40))
+            service.renew_due()
+            before = (service.balance("acme"), list(service.statement("acme")))
+        downgrade(db_url, "0001")
         with pytest.raises(SchemaOutOfDate, match="revision 0001") as raised:
             SqlRepository.connect(db_url)
         assert f"credits db upgrade --db {db_url}" in str(raised.value)
-
-        # Use the database as revision 0001 held it: its tables are the ones we write,
-        # but for idempotency keys (0005 adds a column): their upgrade is tested below.
         old = SqlRepository(create_engine(db_url))
-        clock = ManualClock(START)
-        service = service_on(old, clock)
-        service.subscribe("acme", "boost")
-        service.unlock("acme", emails(3))
-        service.report_bounce("acme", emails(1)[0])
-        clock.advance(timedelta(days=40))
-        service.renew_due()
-        before = (service.balance("acme"), list(service.statement("acme")))
         # 0001 had no append-only guard yet: an UPDATE of the ledger went through.
         with old.engine.connect() as connection, connection.begin() as transaction:
             changed = connection.execute(sa.text("UPDATE credits_ledger SET note = 'x'"))
@@ -286,13 +301,16 @@ class SqlAdapterChecks:
             assert {"ix_ledger_account_at", "ix_ledger_account_pool_at"} <= indexes
 
     def test_upgrade_from_0004_keeps_charges_keys_and_takes_top_ups_keys(self, db_url: str) -> None:
-        upgrade(db_url, revision="0004")
-        # The account's rows through the adapter (none of them changed in 0005) ...
-        old = SqlRepository(create_engine(db_url))
+        # The account's rows through the adapter at head, taken down to revision 0004 ...
+        upgrade(db_url)
         clock = ManualClock(START)
-        service = service_on(old, clock)
-        service.subscribe("acme", "boost")
-        first = service.unlock("acme", emails(3))
+        with SqlRepository.connect(db_url) as head:
+            service = service_on(head, clock)
+            service.subscribe("acme", "boost")
+            first = service.unlock("acme", emails(3))
+            before = (service.balance("acme"), list(service.statement("acme")))
+        downgrade(db_url, "0004")
+        old = SqlRepository(create_engine(db_url))
         # ... and two idempotency keys as revision 0004 stored them: a finished unlock
         # and one in flight (its columns only).
         keys_0004 = sa.Table(
@@ -323,11 +341,10 @@ class SqlAdapterChecks:
                     },
                 ],
             )
-        before = (service.balance("acme"), list(service.statement("acme")))
         old.close()
 
         with SqlRepository.connect(db_url, migrate=True) as repository:
-            assert schema_revision(repository.engine) == ("0005",)
+            assert schema_revision(repository.engine) == schema_head()
             service = service_on(repository, clock)
             assert (service.balance("acme"), list(service.statement("acme"))) == before
             replay = service.unlock("acme", emails(3), idempotency_key="order-1")
@@ -354,14 +371,9 @@ class SqlAdapterChecks:
             )
 
         # And back: 0004 has no top-up keys, so they go with the column.
+        downgrade(db_url, "0004")
         engine = create_engine(db_url)
         try:
-            with engine.begin() as connection:
-                config = Config()
-                config.set_main_option("script_location", MIGRATIONS)
-                config.set_main_option("version_table", VERSION_TABLE)
-                config.attributes["connection"] = connection
-                command.downgrade(config, "0004")
             with engine.connect() as connection:
                 keys = connection.execute(sa.text("SELECT key FROM credits_idempotency"))
                 assert sorted(keys.scalars()) == ["order-1", "order-2"]

@@ -401,6 +401,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "accounts",
         "balance",
         "statement",
+        "guarantee",
         "subscribe",
         "change-plan",
         "cancel",
@@ -415,6 +416,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "demo",
         "serve",
         "keys",
+        "members",
         "db",
     ]
 

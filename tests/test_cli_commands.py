@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -159,6 +160,22 @@ def test_top_up_grants_with_its_reason_on_the_ledger(cli: Cli) -> None:
         "credits: error: a top-up needs credits in at least one pool (email or mobile), "
         "got email 0 and mobile 0"
     )
+
+
+def test_r23_top_up_expires_makes_an_expiring_grant(cli: Cli) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    done = cli.ok(
+        "top-up", "acme", "--email", "50", "--reason", "promo", "--expires", "2999-01-01T00:00Z"
+    )
+    assert done.out.startswith("Granted acme 50 email (balance 12,050) credits: promo, expiring")
+    assert "(R23)" in done.out
+    late = cli.run(
+        "top-up", "acme", "--email", "5", "--reason", "x", "--expires", "2001-01-01T00:00Z"
+    )
+    assert "after now" in late.error_line()
+    naive = cli.run("top-up", "acme", "--email", "5", "--reason", "x", "--expires", "2999-01-01")
+    assert naive.code == 2
+    assert "with a zone" in naive.err
 
 
 def test_top_up_limits(cli: Cli) -> None:
@@ -425,3 +442,47 @@ def test_keys_list_shows_ids_and_status_never_the_keys(cli: Cli) -> None:
     bad = cli.run("keys", "list", "--after", "ZZZZ")
     assert bad.code == 1 and "a key id is the 16 hex digits after 'ck_'" in bad.err
     assert cli.run("keys", "list", "--limit", str(MAX_API_KEYS_PAGE + 1)).code == 2
+
+
+def test_r25_guarantee_reports_emails_bounces_and_the_breach(cli: Cli, verifier: str) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    nothing = cli.ok("guarantee", "acme")
+    assert "0 emails charged, 0 bounced (0.00%); guarantee kept (R25)." in nothing.out
+    cli.ok("unlock", "acme", "ann@corp.com", "bob@corp.com", "--verifier-url", verifier)
+    cli.ok("bounce", "acme", "ann@corp.com")
+    report = cli.ok("guarantee", "acme", "--period", "0", "--format", "json")
+    found = json.loads(report.out)
+    assert (found["emails_charged"], found["bounces"], found["bounce_rate"]) == (2, 1, 0.5)
+    assert found["breached"] is False  # fewer than 100 emails: too few to judge
+    assert found["period"] == 0
+    assert cli.run("guarantee", "acme", "--period", "3").code != 0
+
+
+def test_r22_members_allowances_and_usage(cli: Cli, verifier: str) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    assert cli.ok("members", "add", "acme", "alice").out == "alice added to acme (R22).\n"
+    again = cli.ok("members", "add", "acme", "alice").out
+    assert again == "alice is already a member of acme (R22).\n"
+    set_out = cli.ok("members", "allowance", "acme", "alice", "--email", "1").out
+    assert set_out == "alice of acme may use 1 email and 0 mobile credits a period (R22).\n"
+    done = cli.ok(
+        "unlock",
+        "acme",
+        "ann@corp.com",
+        "bob@corp.com",
+        "--member",
+        "alice",
+        "--verifier-url",
+        verifier,
+        "--format",
+        "json",
+    )
+    outcomes = [item["outcome"] for item in json.loads(done.out)["items"]]
+    assert outcomes == ["charged", "member_allowance_exceeded"]
+    used = cli.ok("members", "usage", "acme", "alice", "--period", "0").out
+    assert used == "alice of acme, period 0: 1 email and 0 mobile credits used (R22).\n"
+    cli.ok("members", "allowance", "acme", "alice", "--remove")
+    unknown = cli.run(
+        "unlock", "acme", "cy@corp.com", "--member", "carol", "--verifier-url", verifier
+    )
+    assert "add_member" in unknown.error_line()

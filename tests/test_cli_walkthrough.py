@@ -131,8 +131,8 @@ def test_the_readme_walk_through_runs_in_order_on_a_fresh_directory(tmp_path: Pa
     finally:
         server.terminate()
         server.wait(timeout=30)
-    # subscribe (new: the demo's acme is elsewhere), unlock, top-up, balance
-    assert statuses == [201, 200, 201, 200]
+    # subscribe (new: the demo's acme is elsewhere), unlock, top-up, balance, guarantee
+    assert statuses == [201, 200, 201, 200, 200]
     revoke = [line for line in api if line.startswith("credits keys revoke")]
     done = run(revoke[0].replace("KEY_ID", key.split("_")[1]), tmp_path)
     assert done.returncode == 0, done.stderr

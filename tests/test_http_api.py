@@ -291,6 +291,34 @@ def test_bounce_refunds_once(world: ApiWorld, acme: httpx.Client) -> None:
     assert_problem(late, 409, "refund-window-closed")
 
 
+def test_r25_the_guarantee_of_a_period(world: ApiWorld, acme: httpx.Client) -> None:
+    guarantee = f"/v1/accounts/{ACME}/guarantee"
+    contacts = [email(f"lead{i}@corp.com") for i in range(50)]
+    for start in (0, 25):  # 100 emails in two requests of the batch limit (50)
+        batch = [email(f"lead{i}@corp.com") for i in range(start * 4, start * 4 + 50)]
+        assert acme.post(UNLOCK, json={"contacts": batch}).is_success
+    bounces = f"/v1/accounts/{ACME}/bounces"
+    assert acme.post(bounces, json=contacts[0]).status_code == 201
+    kept = acme.get(guarantee)
+    assert kept.status_code == 200, kept.text
+    body = kept.json()
+    assert body["period"]["index"] == 0
+    assert (body["emails_charged"], body["bounces"], body["bounce_rate"], body["breached"]) == (
+        100,
+        1,
+        0.01,
+        False,
+    )
+    assert acme.post(bounces, json=contacts[1]).status_code == 201
+    world.clock.advance(timedelta(days=40))  # period 1: nothing charged in it
+    current = acme.get(guarantee).json()
+    assert (current["period"]["index"], current["emails_charged"]) == (1, 0)
+    past = acme.get(guarantee, params={"period": 0}).json()
+    assert (past["bounces"], past["breached"]) == (2, True)
+    assert_problem(acme.get(guarantee, params={"period": 7}), 422, "invalid-request")
+    assert_problem(acme.get(guarantee, params={"periods": 0}), 422, "invalid-request")
+
+
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -705,3 +733,31 @@ def test_canonical_contacts_match_the_core(world: ApiWorld, acme: httpx.Client) 
         Contact.mobile("+442079460958").value,
         Contact.mobile("+15550000006").value,
     ]
+
+
+def test_r22_members_and_allowances_over_http(world: ApiWorld, acme: httpx.Client) -> None:
+    members = f"/v1/accounts/{ACME}/members"
+    added = acme.post(members, json={"member": "alice"})
+    assert added.status_code == 200, added.text
+    assert added.json() == {"member": "alice", "added": True}
+    assert acme.post(members, json={"member": "alice"}).json()["added"] is False
+    allowance = {"member": "alice", "allowance": {"email": 2, "mobile": 0}}
+    assert acme.put(f"{members}/allowance", json=allowance).json() == allowance
+    batch = [email(f"m{i}@corp.com") for i in range(3)]
+    answer = acme.post(UNLOCK, json={"contacts": batch, "member": "alice"}).json()
+    assert [i["outcome"] for i in answer["items"]] == [
+        "charged",
+        "charged",
+        "member_allowance_exceeded",
+    ]
+    entries = acme.get(f"/v1/accounts/{ACME}/statement").json()["entries"]
+    assert [e["cause"]["member"] for e in entries if e["kind"] == "charge"] == ["alice"] * 2
+    usage = acme.get(f"{members}/usage", params={"member": "alice"}).json()
+    assert (usage["used"], usage["period"]["index"]) == ({"email": 2, "mobile": 0}, 0)
+    assert acme.put(f"{members}/allowance", json={"member": "alice", "allowance": None}).is_success
+    again = acme.post(UNLOCK, json={"contacts": batch, "member": "alice"}).json()
+    assert [i["outcome"] for i in again["items"]] == ["already_owned"] * 2 + ["charged"]
+    unknown = acme.post(UNLOCK, json={"contacts": batch, "member": "carol"})
+    assert_problem(unknown, 422, "unknown-member")
+    missing = acme.get(f"{members}/usage")
+    assert_problem(missing, 422, "invalid-request")

@@ -223,6 +223,9 @@ class Expected:
                 "idempotency_key": cause.idempotency_key,
                 "destination": cause.destination,
                 "note": cause.note,
+                "grant": cause.grant,
+                "expires_at": None if cause.expires_at is None else cls.instant(cause.expires_at),
+                "member": cause.member,
             },
         }
 

@@ -56,7 +56,7 @@ REFUSALS: list[tuple[object, type[CreditsError], str]] = [
     (
         {"contacts": [], "extra": 1},
         InvalidRequest,
-        "the body has the unknown field 'extra'; allowed: contacts",
+        "the body has the unknown field 'extra'; allowed: contacts, member",
     ),
     (
         {"contacts": [{**_email("a@corp.com"), "name": "Ann"}]},
@@ -222,7 +222,8 @@ def test_a_ledger_entry_is_these_bytes() -> None:
         b'"at":"2025-01-31T09:00:00.000120Z","balance_after":12000,'
         b'"cause":{"operation":"bounce","datum":"email:ann@corp.com","plan":null,'
         b'"period":null,"idempotency_key":null,"destination":null,'
-        b'"note":"bounce \xc2\xabA\xc2\xbb"}}'
+        b'"note":"bounce \xc2\xabA\xc2\xbb","grant":null,"expires_at":null,'
+        b'"member":null}}'
     )
 
 

@@ -166,3 +166,24 @@ def test_another_accounts_key_cannot_top_up(world: ApiWorld, acme: httpx.Client)
         globex.post("/v1/accounts/globex/subscription", json={"plan": "boost"})
         problem(globex.post(TOP_UPS, json={"email": 5, "reason": "x"}), 404, "unknown-account")
     assert balance(acme) == (12_000, 800)
+
+
+def test_r23_an_expiring_grant_over_http(world: ApiWorld, acme: httpx.Client) -> None:
+    expires_at = world.clock.now() + timedelta(days=3)
+    stamp = expires_at.isoformat().replace("+00:00", "Z")
+    answer = acme.post(TOP_UPS, json={"email": 40, "reason": "promo", "expires_at": stamp})
+    assert answer.status_code == 201, answer.text
+    (entry,) = answer.json()["entries"]
+    assert entry["cause"]["expires_at"] == stamp
+    assert entry["cause"]["grant"] == entry["seq"]
+    assert balance(acme) == (12_040, 800)
+    world.clock.advance(timedelta(days=3))
+    assert balance(acme) == (12_000, 800)
+    last = acme.get(f"/v1/accounts/{ACME}/statement").json()["entries"][-1]
+    assert (last["kind"], last["amount"], last["at"]) == ("expire", -40, stamp)
+    assert last["cause"]["grant"] == entry["seq"]
+    past = acme.post(TOP_UPS, json={"email": 1, "reason": "late", "expires_at": stamp})
+    assert "after now" in problem(past, 422, "invalid-request")["detail"]
+    naive = acme.post(TOP_UPS, json={"email": 1, "reason": "x", "expires_at": "2030-01-01T00:00"})
+    problem(naive, 422, "invalid-request")
+    assert balance(acme) == (12_000, 800)

@@ -60,9 +60,10 @@ def assert_conserved(w: World, account: str = ACCOUNT) -> None:
         refunds = total(entries, EntryKind.REFUND, pool)
         charges = -total(entries, EntryKind.CHARGE, pool)
         forfeits = -total(entries, EntryKind.FORFEIT, pool)
+        expiries = -total(entries, EntryKind.EXPIRE, pool)  # R23
         adjustments = total(entries, EntryKind.ADJUSTMENT, pool)
-        assert min(grants, refunds, charges, forfeits) >= 0
-        recomputed = grants + refunds - charges - forfeits + adjustments
+        assert min(grants, refunds, charges, forfeits, expiries) >= 0
+        recomputed = grants + refunds - charges - forfeits - expiries + adjustments
         assert recomputed == balance.of(pool) >= 0
         assert sum(e.amount for e in entries if e.pool is pool) == balance.of(pool)
         available = balance.email_available if pool is Channel.EMAIL else balance.mobile_available

@@ -31,6 +31,7 @@ from credits_domain import (
     Verdict,
 )
 from credits_domain.testing import ChosenPaths
+from sql_checks import downgrade
 from statement_capture import Sent, captured, flat_values
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -197,8 +198,10 @@ def test_an_upgrade_keeps_data_and_open_holds_and_the_request_completes_once(
     """Revision 0004 on a database holding data and a request that died between reserve
     and settle: the data and the open hold are kept and honoured, and the request, retried
     after its hold expired, charges once (then replays, R17)."""
-    upgrade(db_url, revision="0003")
-    old = SqlRepository(create_engine(db_url))  # the database as revision 0003 left it
+    # Written at head (later revisions add columns the adapter writes), then taken down
+    # to revision 0003 with its data and the open hold.
+    upgrade(db_url)
+    old = SqlRepository(create_engine(db_url))
     clock = ManualClock(START)
     service = service_on(old, clock)
     service.subscribe("acme", "boost")
@@ -219,6 +222,7 @@ def test_an_upgrade_keeps_data_and_open_holds_and_the_request_completes_once(
     before = (service.balance("acme"), list(service.statement("acme")))
     assert before[0].email_available == before[0].email - 2  # the crashed request's hold
     old.close()
+    downgrade(db_url, "0003")
 
     upgrade(db_url)
     with SqlRepository.connect(db_url) as repository:

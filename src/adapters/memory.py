@@ -114,13 +114,23 @@ def _stored(wallet: Wallet) -> Wallet:
         ends_at=None if wallet.ends_at is None else _instant(wallet.ends_at),
         balances=dict(wallet.balances),
         holds=holds,
+        grants={
+            grant_id: attrs.evolve(grant, expires_at=_instant(grant.expires_at))
+            for grant_id, grant in wallet.grants.items()
+        },
+        members=dict(wallet.members),
         pending_entries=[],
     )
 
 
 def _copy(wallet: Wallet) -> Wallet:
     return attrs.evolve(
-        wallet, balances=dict(wallet.balances), holds=dict(wallet.holds), pending_entries=[]
+        wallet,
+        balances=dict(wallet.balances),
+        holds=dict(wallet.holds),
+        grants=dict(wallet.grants),
+        members=dict(wallet.members),
+        pending_entries=[],
     )
 
 
@@ -862,8 +872,8 @@ class InMemoryRepository:
 
 def _chargeable_as_is(wallet: Wallet, now: datetime) -> bool:
     """Can the set-based path charge this wallet without the aggregate's help: is it
-    active (R6), with no renewal due (R3..R7)?"""
-    return wallet.status is Status.ACTIVE and wallet.period().end > now
+    active (R6), with no renewal due (R3..R7), and no expiring grant to draw on (R23)?"""
+    return wallet.status is Status.ACTIVE and wallet.period().end > now and not wallet.grants
 
 
 class InMemoryApiKeyStore:

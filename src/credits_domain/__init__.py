@@ -25,6 +25,7 @@ from credits_domain.errors import (
     BatchTooLarge,
     ConcurrencyConflict,
     CreditsError,
+    GrantExpiryNotAhead,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidPlan,
@@ -40,10 +41,14 @@ from credits_domain.errors import (
     StorageError,
     StorageUnavailable,
     SubscriptionPaused,
+    TooManyGrants,
+    TooManyMembers,
     UnknownAccount,
     UnknownApiKey,
+    UnknownMember,
     UnknownPlan,
 )
+from credits_domain.guarantee import Guarantee
 from credits_domain.keys import ApiKeyRecord, IssuedKey
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
@@ -67,7 +72,7 @@ from credits_domain.ports import (
 )
 from credits_domain.service import Balance, CreditService, Subscription, TopUp
 from credits_domain.verdict import CheckResult, LineType, Verdict, email_verdict, mobile_verdict
-from credits_domain.wallet import Hold, PlanChange, Status, Wallet
+from credits_domain.wallet import Grant, Hold, Member, PlanChange, Status, Wallet
 
 __all__ = [
     "PLANS",
@@ -94,6 +99,9 @@ __all__ = [
     "DedupRegistry",
     "EntryKind",
     "FastReservation",
+    "Grant",
+    "GrantExpiryNotAhead",
+    "Guarantee",
     "Heartbeat",
     "Hold",
     "HoldExpired",
@@ -107,6 +115,7 @@ __all__ = [
     "LedgerEntry",
     "LineType",
     "MalformedContact",
+    "Member",
     "NoActiveSubscription",
     "NotAnEmail",
     "NotCharged",
@@ -128,10 +137,13 @@ __all__ = [
     "StorageUnavailable",
     "Subscription",
     "SubscriptionPaused",
+    "TooManyGrants",
+    "TooManyMembers",
     "TopUp",
     "UnitOfWork",
     "UnknownAccount",
     "UnknownApiKey",
+    "UnknownMember",
     "UnknownPlan",
     "Verdict",
     "Verifier",

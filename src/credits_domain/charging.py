@@ -35,6 +35,7 @@ class Outcome(enum.Enum):
     DUPLICATE_IN_REQUEST = "duplicate_in_request"  # R12: free, charged once at its first place
     NOT_VERIFIED = "not_verified"  # R10: free, with the verdict
     INSUFFICIENT_CREDITS = "insufficient_credits"  # R15: free, not revealed, not owned
+    MEMBER_ALLOWANCE_EXCEEDED = "member_allowance_exceeded"  # R22: free, like R15's
 
 
 @attrs.frozen(kw_only=True)
@@ -195,10 +196,18 @@ def datum_key(contact: Contact) -> str:
     return contact.value
 
 
-def fingerprint(operation: Operation, contacts: Sequence[Contact], destination: str | None) -> str:
-    """A stable digest of a request's payload, for R17 (operation, data, destination)."""
+def fingerprint(
+    operation: Operation,
+    contacts: Sequence[Contact],
+    destination: str | None,
+    member: str | None = None,
+) -> str:
+    """A stable digest of a request's payload, for R17 (operation, data, destination, and
+    the team member asking, R22; a request without one digests as before)."""
     digest = hashlib.sha256()
     digest.update(f"{operation.value}\x1f{destination or ''}\x1e".encode())
+    if member is not None:
+        digest.update(f"member\x1f{member}\x1e".encode())
     for contact in contacts:
         digest.update(f"{contact.channel.value}\x1f{contact.value}\x1e".encode())
     return digest.hexdigest()
@@ -220,6 +229,7 @@ class ChargeRequest:
     destination: str | None = None
     idempotency_key: str | None = None
     fingerprint: str = ""  # R17's digest; empty without a key, as nothing compares it then
+    member: str | None = None  # R22: the team member asking, if any
 
     @classmethod
     def of(
@@ -230,6 +240,7 @@ class ChargeRequest:
         contacts: Sequence[Contact],
         destination: str | None,
         idempotency_key: str | None,
+        member: str | None = None,
     ) -> ChargeRequest:
         asked = tuple(contacts)
         keys = tuple([contact.value for contact in asked])  # datum_key, inlined: per datum
@@ -247,7 +258,10 @@ class ChargeRequest:
             unique_keys=unique_keys,
             destination=destination,
             idempotency_key=idempotency_key,
-            fingerprint=fingerprint(operation, asked, destination) if idempotency_key else "",
+            fingerprint=(
+                fingerprint(operation, asked, destination, member) if idempotency_key else ""
+            ),
+            member=member,
         )
 
 
@@ -368,8 +382,14 @@ def settle(
     owned: AbstractSet[str],
     capacity: Credits,
     policy: ChargePolicy,
+    limit: Credits | None = None,
 ) -> Settlement:
     """Decide candidates in request order against the credits held for the request (R15).
+
+    `limit` is what a team member's allowance left them at the reserve, per pool (R22;
+    None: no allowance); the hold is within it. A candidate refused because its price does
+    not fit what is left of the hold is MEMBER_ALLOWANCE_EXCEEDED when it does not fit
+    what is left of the limit either (past both: the allowance), else INSUFFICIENT_CREDITS.
 
     `verdicts` holds each candidate's verdict so far (None: not verified), `owned` the keys
     of data learned owned since the reserve. Walks the request in order with what is left
@@ -397,7 +417,7 @@ def settle(
             billable += verdicts.count(Verdict.CATCH_ALL)
         if billable == size:
             return Settlement(outcomes=(Outcome.CHARGED,) * size, to_verify=())
-    return _walk(candidates, verdicts, owned, capacity, policy)
+    return _walk(candidates, verdicts, owned, capacity, policy, limit)
 
 
 def _walk(
@@ -406,10 +426,15 @@ def _walk(
     owned: AbstractSet[str],
     capacity: Credits,
     policy: ChargePolicy,
+    limit: Credits | None = None,
 ) -> Settlement:
     """`settle`'s rule, one step per candidate."""
     cost_of = {channel: (price.pool, price.credits) for channel, price in candidates.prices.items()}
     left = {pool: capacity.of(pool) for pool in Channel}
+    # R22: what is left of the member's allowance (None: no allowance in that pool).
+    allowed: dict[Channel, int | None] = {
+        pool: None if limit is None else limit.of(pool) for pool in Channel
+    }
     waiting = dict.fromkeys(Channel, False)
     outcomes: list[Outcome | None] = []
     to_verify: list[int] = []
@@ -421,19 +446,26 @@ def _walk(
             continue
         pool, cost = cost_of[contact.channel]
         if cost <= left[pool]:
-            if verdict is None:
+            if verdict is None or policy.billable(verdict):
                 left[pool] -= cost
+                room = allowed[pool]
+                allowed[pool] = None if room is None else room - cost
+            if verdict is None:
                 to_verify.append(index)
                 waiting[pool] = True
                 outcomes.append(None)
             elif policy.billable(verdict):
-                left[pool] -= cost
                 outcomes.append(Outcome.CHARGED)
             else:
                 outcomes.append(Outcome.NOT_VERIFIED)
         elif not waiting[pool]:
-            # Beyond the balance, whatever its verdict, if it was verified early (R15).
-            outcomes.append(Outcome.INSUFFICIENT_CREDITS)
+            # Beyond the balance, whatever its verdict, if it was verified early (R15);
+            # beyond the member's allowance first, if it is past that too (R22).
+            room = allowed[pool]
+            beyond = room is not None and cost > room
+            outcomes.append(
+                Outcome.MEMBER_ALLOWANCE_EXCEEDED if beyond else Outcome.INSUFFICIENT_CREDITS
+            )
         else:
             outcomes.append(None)  # waits for the verdicts before it
     return Settlement(outcomes=tuple(outcomes), to_verify=tuple(to_verify))

@@ -24,3 +24,5 @@ class Ownership:
     charged_at: datetime
     entry_seq: int
     refunded_at: datetime | None = None
+    grant: int | None = None  # R23: the expiring grant that paid for it (R18 refunds to it)
+    member: str | None = None  # R22: the team member who charged it

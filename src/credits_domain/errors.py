@@ -191,3 +191,43 @@ def invariant(condition: bool, message: str) -> None:
     """
     if not condition:
         raise AssertionError(f"invariant broken: {message}")
+
+
+class GrantExpiryNotAhead(InvalidRequest):
+    """An expiring grant's `expires_at` is not after now (R23): it would expire unspent."""
+
+    def __init__(self, expires_at: object, now: object) -> None:
+        super().__init__(
+            f"an expiring grant must expire after now ({now}), got expires_at {expires_at}; "
+            "give a later instant, or none for credits that never expire"
+        )
+
+
+class TooManyGrants(CreditsError):
+    """An account holds as many open expiring grants as it may (R23); nothing was granted."""
+
+    def __init__(self, account: str, limit: int) -> None:
+        super().__init__(
+            f"account {account!r} already holds {limit} expiring grants that have not "
+            "expired; top up without expires_at, or wait for one to expire"
+        )
+        self.account = account
+
+
+class UnknownMember(CreditsError, LookupError):
+    """A team member the account never added (R22); add them first."""
+
+    def __init__(self, account: str, member: str) -> None:
+        super().__init__(
+            f"account {account!r} has no member {member!r}; add them with add_member first"
+        )
+        self.account = account
+        self.member = member
+
+
+class TooManyMembers(CreditsError):
+    """An account has as many team members as it may (R22); nothing was added."""
+
+    def __init__(self, account: str, limit: int) -> None:
+        super().__init__(f"account {account!r} has {limit} members already, the most it may")
+        self.account = account

@@ -20,11 +20,12 @@ class EntryKind(enum.Enum):
     CHARGE = "charge"  # one verified datum unlocked, exported or enriched (R9)
     REFUND = "refund"  # a bounced email (R18)
     FORFEIT = "forfeit"  # above a rollover cap (R5) or at lapse (R6)
+    EXPIRE = "expire"  # an expiring grant's unspent remainder, at its expiry (R23)
     ADJUSTMENT = "adjustment"  # an operator's correction, either sign
 
 
 POSITIVE_KINDS = frozenset({EntryKind.GRANT, EntryKind.TOP_UP, EntryKind.REFUND})
-NEGATIVE_KINDS = frozenset({EntryKind.CHARGE, EntryKind.FORFEIT})
+NEGATIVE_KINDS = frozenset({EntryKind.CHARGE, EntryKind.FORFEIT, EntryKind.EXPIRE})
 
 
 class Operation(enum.Enum):
@@ -41,6 +42,7 @@ class Operation(enum.Enum):
     ENRICH = "enrich"
     BOUNCE = "bounce"
     GRANT = "grant"
+    EXPIRY = "expiry"  # an expiring grant reached its instant (R23)
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +56,12 @@ class Cause:
     idempotency_key: str | None = None
     destination: str | None = None  # export target ("csv", "hubspot")
     note: str | None = None
+    # R23: the expiring grant involved, named by the seq of its TOP_UP entry: on that
+    # entry itself, on its EXPIRE entry, on a charge it paid (the first grant drawn on)
+    # and on a refund that went back to it.
+    grant: int | None = None
+    expires_at: datetime | None = None  # R23: on an expiring grant's TOP_UP entry
+    member: str | None = None  # R22: the team member who charged (or whose charge refunded)
 
 
 @attrs.frozen(kw_only=True)

@@ -45,6 +45,7 @@ from credits_domain.errors import (
     BatchTooLarge,
     ConcurrencyConflict,
     CreditsError,
+    GrantExpiryNotAhead,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -57,6 +58,7 @@ from credits_domain.errors import (
     UnknownAccount,
     invariant,
 )
+from credits_domain.guarantee import Guarantee, member_usage, tally
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.limits import (
     MAX_ACCOUNTS_PAGE,
@@ -123,9 +125,12 @@ class TopUp:
     replayed: bool = False
 
 
-def _top_up_fingerprint(credits: Credits, reason: str) -> str:
-    """R17's digest of a top-up's payload; its prefix keeps it apart from any charge's."""
+def _top_up_fingerprint(credits: Credits, reason: str, expires_at: datetime | None) -> str:
+    """R17's digest of a top-up's payload; its prefix keeps it apart from any charge's.
+    An expiring grant's instant (R23) is part of it; a plain top-up's digest is as before."""
     payload = f"top_up\x1f{credits.email}\x1f{credits.mobile}\x1f{reason}\x1e"
+    if expires_at is not None:
+        payload += f"expires_at\x1f{expires_at.isoformat()}\x1e"
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -138,6 +143,7 @@ class _Reservation:
     capacity: Credits
     owned: frozenset[str]  # the keys (datum_key) of the request's data owned already
     reserved_at: datetime  # when the hold was placed: it lives until + hold_ttl_s at most
+    limit: Credits | None = None  # R22: the member's allowance left at the reserve
 
 
 @attrs.frozen(kw_only=True)
@@ -346,8 +352,13 @@ class CreditService:
         *,
         reason: str,
         idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
     ) -> TopUp:
         """R8: a top-up, promotion or goodwill grant, as ledger entries like any other.
+
+        With `expires_at` (an instant after now) it is an expiring grant (R23): spent
+        before plan credits, the soonest-expiring first, and what is left of it at that
+        instant leaves the pool as an EXPIRE entry. Its TOP_UP entries carry the instant.
 
         Under an idempotency key (R17, as for charging), a repeat with the same credits
         and reason grants nothing more and answers the first top-up's entries, read back
@@ -365,7 +376,9 @@ class CreditService:
             )
         reason = check_reason(reason)
         key = check_idempotency_key(idempotency_key)
-        digest = _top_up_fingerprint(credits, reason) if key is not None else ""
+        if expires_at is not None:
+            expires_at = require_utc(expires_at, "expires_at")
+        digest = _top_up_fingerprint(credits, reason, expires_at) if key is not None else ""
         pools = [pool for pool in Channel if credits.of(pool)]
 
         def work(uow: UnitOfWork) -> list[LedgerEntry] | int:
@@ -379,13 +392,18 @@ class CreditService:
                     return record.entry_seq
             if wallet.status is Status.LAPSED:
                 raise NoActiveSubscription(account)
+            if expires_at is not None and expires_at <= now:
+                raise GrantExpiryNotAhead(expires_at, now)
             cause = Cause(
                 operation=Operation.GRANT,
                 plan=wallet.plan.name,
                 note=reason,
                 idempotency_key=key,
             )
-            entries = [wallet.top_up(pool, credits.of(pool), now, cause) for pool in pools]
+            entries = [
+                wallet.top_up(pool, credits.of(pool), now, cause, expires_at=expires_at)
+                for pool in pools
+            ]
             if key is not None:
                 uow.idempotency.put(
                     IdempotencyRecord(
@@ -563,6 +581,52 @@ class CreditService:
             pending_plan=wallet.pending_plan,
         )
 
+    # -- team members (R22) ----------------------------------------------------------------
+
+    def add_member(self, account: str, member: str) -> bool:
+        """R22: make `member` (an id, as an account id) a member of the team `account`;
+        False if they were one already."""
+        member = check_account(member)
+        return self._change(account, lambda wallet, now: wallet.add_member(member))
+
+    def set_member_allowance(self, account: str, member: str, credits: Credits | None) -> None:
+        """R22: the member's allowance per pool and period (None: they draw on the team
+        pool freely). It acts at once, on what they used this period already."""
+        member = check_account(member)
+        if credits is not None and not isinstance(credits, Credits):
+            raise InvalidRequest(f"an allowance is Credits or None, got {credits!r}")
+        self._change(account, lambda wallet, now: wallet.set_member_allowance(member, credits))
+
+    def member_usage(self, account: str, member: str, period: Period | None = None) -> Credits:
+        """R22: what the member was charged in a period (default: the current one), less
+        the bounce refunds of those charges, from the ledger."""
+        account, member = check_account(account), check_account(member)
+        if period is not None and not isinstance(period, Period):
+            raise InvalidRequest(f"period must be a Period (service.period(...)), got {period!r}")
+
+        def read(wallet: Wallet) -> Period:
+            wallet.require_member(member)
+            return wallet.period()
+
+        current = self._read(account, read)
+        chosen = current if period is None else period
+        until = chosen.end + timedelta(seconds=self._policy.refund_window_s, microseconds=1)
+        return member_usage(member, chosen, self._stream(account, chosen.start, until, -1))
+
+    # -- the deliverability guarantee (R25) ------------------------------------------------
+
+    def guarantee(self, account: str, period: Period | None = None) -> Guarantee:
+        """R25 for a billing period of the account (default: the current one), from the
+        ledger: the period's entries and those of the refund window after it."""
+        account = check_account(account)
+        if period is not None and not isinstance(period, Period):
+            raise InvalidRequest(f"period must be a Period (service.period(...)), got {period!r}")
+        current = self._read(account, lambda wallet: wallet.period())
+        chosen = current if period is None else period
+        # Bounces are reported within the window after their charge (R18), inclusive.
+        until = chosen.end + timedelta(seconds=self._policy.refund_window_s, microseconds=1)
+        return tally(account, chosen, self._stream(account, chosen.start, until, -1))
+
     # -- refunds (R18) -------------------------------------------------------------------
 
     def report_bounce(self, account: str, contact: Contact) -> LedgerEntry:
@@ -588,8 +652,16 @@ class CreditService:
                     f"{contact} was charged at {record.charged_at}; bounces are refunded "
                     f"within {window.days} days of the charge"
                 )
-            cause = Cause(operation=Operation.BOUNCE, datum=str(contact), plan=wallet.plan.name)
-            entry = wallet.refund(record.pool, record.credits, now, cause)
+            cause = Cause(
+                operation=Operation.BOUNCE,
+                datum=str(contact),
+                plan=wallet.plan.name,
+                member=record.member,
+            )
+            entry = wallet.refund(record.pool, record.credits, now, cause, grant_id=record.grant)
+            if record.member is not None and record.member in wallet.members:
+                # R22: the member's usage in the period of the charge goes down.
+                wallet.count_usage(record.member, record.pool, -record.credits, record.charged_at)
             uow.dedup.mark_refunded(account, contact, now)
             wallet.check_invariants()
             uow.save_wallet(wallet)
@@ -600,10 +672,16 @@ class CreditService:
     # -- charging (R9..R17) --------------------------------------------------------------
 
     def unlock(
-        self, account: str, contacts: Iterable[Contact], *, idempotency_key: str | None = None
+        self,
+        account: str,
+        contacts: Iterable[Contact],
+        *,
+        idempotency_key: str | None = None,
+        member: str | None = None,
     ) -> ChargeResult:
-        """R9: reveal contacts; pay once per new, verified datum (R10, R12, R15)."""
-        return self._charge(account, Operation.UNLOCK, contacts, None, idempotency_key)
+        """R9: reveal contacts; pay once per new, verified datum (R10, R12, R15); for a
+        team member, within their allowance (R22)."""
+        return self._charge(account, Operation.UNLOCK, contacts, None, idempotency_key, member)
 
     def export(
         self,
@@ -612,16 +690,24 @@ class CreditService:
         *,
         destination: str,
         idempotency_key: str | None = None,
+        member: str | None = None,
     ) -> ChargeResult:
         """R13: export to a file or CRM; charges only data not owned yet, verified."""
         destination = check_destination(destination)
-        return self._charge(account, Operation.EXPORT, contacts, destination, idempotency_key)
+        return self._charge(
+            account, Operation.EXPORT, contacts, destination, idempotency_key, member
+        )
 
     def enrich(
-        self, account: str, found: Iterable[Contact], *, idempotency_key: str | None = None
+        self,
+        account: str,
+        found: Iterable[Contact],
+        *,
+        idempotency_key: str | None = None,
+        member: str | None = None,
     ) -> ChargeResult:
         """R14: charge only newly found data the account does not own that verify VALID."""
-        return self._charge(account, Operation.ENRICH, found, None, idempotency_key)
+        return self._charge(account, Operation.ENRICH, found, None, idempotency_key, member)
 
     def _check_contacts(self, contacts: Iterable[Contact]) -> list[Contact]:
         if isinstance(contacts, (str, bytes, Contact)):
@@ -647,6 +733,7 @@ class CreditService:
         contacts: Iterable[Contact],
         destination: str | None,
         key: object,
+        member: str | None = None,
     ) -> ChargeResult:
         request = ChargeRequest.of(  # arguments are checked in this order
             account=check_account(account),
@@ -654,6 +741,7 @@ class CreditService:
             idempotency_key=check_idempotency_key(key),
             contacts=self._check_contacts(contacts),
             destination=destination,
+            member=None if member is None else check_account(member),  # same rules (R22)
         )
         reserved = self._reserve_fast(request) or self._transact(
             functools.partial(self._reserve, request=request)
@@ -671,7 +759,9 @@ class CreditService:
         calls = 0  # verifier calls so far: the lease is renewed between them
         # Each pass verifies at least one more datum or learns that one more is owned.
         for _ in range(2 * len(candidates) + 2):
-            settlement = settle(candidates, verdicts, owned, reserved.capacity, self._policy)
+            settlement = settle(
+                candidates, verdicts, owned, reserved.capacity, self._policy, reserved.limit
+            )
             if not settlement.complete:
                 if lease is not None and calls:
                     lease.renew_if_due()
@@ -711,12 +801,18 @@ class CreditService:
         wallet.require_chargeable()
         owned = frozenset(map(datum_key, uow.dedup.owned(account, request.unique)))
         candidates = Candidates.among(request, owned=owned, prices=wallet.plan.prices)
+        limit = self._member_limit(wallet, request.member, candidates.cost)
+        room = limit if limit is not None else candidates.cost
         capacity = Credits.from_pools(
-            {pool: min(candidates.cost.of(pool), wallet.available(pool)) for pool in Channel}
+            {
+                pool: min(candidates.cost.of(pool), wallet.available(pool), room.of(pool))
+                for pool in Channel
+            }
         )
         hold_id = None
         if capacity.email or capacity.mobile:
-            hold_id = wallet.place_hold(capacity, now, self._policy.lease_s).hold_id
+            hold = wallet.place_hold(capacity, now, self._policy.lease_s, member=request.member)
+            hold_id = hold.hold_id
         if key is not None:
             uow.idempotency.put(
                 IdempotencyRecord(
@@ -735,12 +831,28 @@ class CreditService:
             capacity=capacity,
             owned=owned,
             reserved_at=now,
+            limit=limit,
+        )
+
+    @staticmethod
+    def _member_limit(wallet: Wallet, member: str | None, cost: Credits) -> Credits | None:
+        """R22: what the member may still take per pool this period (a pool without an
+        allowance: all the request costs); None for a request of no member, or a member
+        without an allowance."""
+        if member is None:
+            return None
+        rooms = {pool: wallet.member_room(member, pool) for pool in Channel}
+        if all(room is None for room in rooms.values()):
+            return None
+        return Credits.from_pools(
+            {pool: cost.of(pool) if room is None else room for pool, room in rooms.items()}
         )
 
     def _reserve_fast(self, request: ChargeRequest) -> _Reservation | None:
         """Reserve in one call where the repository can (ports.ChargePath); None: the
-        request needs the units-of-work path (a renewal due, a key seen before, ...)."""
-        if self._fast is None:
+        request needs the units-of-work path (a renewal due, a key seen before, ...). A
+        team member's request always does: their allowance is the Wallet's (R22)."""
+        if self._fast is None or request.member is not None:
             return None
         fast = self._fast
 
@@ -765,7 +877,7 @@ class CreditService:
         self, request: ChargeRequest, reserved: _Reservation, verified: _Verified
     ) -> ChargeResult | _NewlyOwned | None:
         """Settle in one call where the repository can; None: the units-of-work path."""
-        if self._fast is None:
+        if self._fast is None or request.member is not None:  # R22, as at the reserve
             return None
         fast = self._fast
         chosen = verified.settlement.charged(reserved.candidates)
@@ -827,7 +939,10 @@ class CreditService:
             return _NewlyOwned(frozenset(map(datum_key, bought_meanwhile)))
         if reserved.hold_id is not None:
             wallet.release_hold(reserved.hold_id)
+        if request.member is not None:
+            wallet.require_member(request.member)
         uow.dedup.add(self._charge_each(wallet, request, chosen, now))
+        wallet.expire_grants(now)  # R23: what the hold kept of an expired grant, unspent
         result = charge_result(
             request, reserved.candidates, verified.settlement, verified.verdicts, verified.owned
         )
@@ -910,12 +1025,16 @@ class CreditService:
                         period=period,
                         idempotency_key=request.idempotency_key,
                         destination=request.destination,
+                        member=request.member,
                     ),
                 )
                 for c in chosen
             ],
             now,
         )
+        if request.member is not None:  # R22: the member's usage this period
+            for c in chosen:
+                wallet.count_usage(request.member, c.price.pool, c.price.credits, now)
         return [
             Ownership(
                 account=request.account,
@@ -924,6 +1043,8 @@ class CreditService:
                 credits=c.price.credits,
                 charged_at=now,
                 entry_seq=entry.seq,
+                grant=entry.cause.grant,
+                member=request.member,
             )
             for c, entry in zip(chosen, entries, strict=True)
         ]

@@ -4,7 +4,9 @@ A Wallet changes only through its methods, and each method keeps the invariants:
 - R1/R15/R20: no pool below zero, and no pool's available credits (balance - open
   holds) below zero;
 - R19: every balance change appends exactly one ledger entry, numbered without gaps;
-- R6: a lapsed wallet holds nothing.
+- R6: a lapsed wallet holds nothing;
+- R23: a pool's expiring grants hold no more than its balance, and a grant that reached
+  its expiry keeps a remainder only while open holds may still charge it.
 Storage adapters persist `pending_entries` with the wallet and then call
 `entries_saved()`; they never set fields themselves except through `restore()`.
 """
@@ -18,13 +20,24 @@ from datetime import datetime, timedelta
 import attrs
 
 from credits_domain.contact import Channel
-from credits_domain.errors import NoActiveSubscription, SubscriptionPaused, invariant
+from credits_domain.errors import (
+    NoActiveSubscription,
+    SubscriptionPaused,
+    TooManyGrants,
+    TooManyMembers,
+    UnknownMember,
+    invariant,
+)
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
 from credits_domain.plans import Credits, Plan
 
 # An account untouched for a century still renews in one call; more than that is a bug.
 MAX_RENEWALS_PER_CATCH_UP = 1_200
+# R23: the expiring grants an account may hold at once (spent ones count until they expire).
+MAX_OPEN_GRANTS = 100
+# R22: team members of one account.
+MAX_MEMBERS = 1_000
 
 
 class Status(enum.Enum):
@@ -47,6 +60,51 @@ class Hold:
     credits: Credits
     created_at: datetime
     expires_at: datetime
+    member: str | None = None  # R22: the team member whose request it is, if any
+
+
+def _whole(value: int) -> None:
+    invariant(isinstance(value, int) and not isinstance(value, bool), "a whole number")
+
+
+@attrs.frozen(kw_only=True)
+class Grant:
+    """An expiring grant (R23): credits of one pool, spent before plan credits, the
+    soonest-expiring first; at `expires_at` what is left of them leaves the pool.
+
+    `grant_id` is the seq of its TOP_UP entry. `remaining` is what is unspent; `expired`
+    is True once its instant passed while open holds might still charge what is left (a
+    held credit that is charged was spent before the expiry; one released expires then).
+    """
+
+    grant_id: int = attrs.field(validator=attrs.validators.ge(0))
+    pool: Channel = attrs.field(validator=attrs.validators.instance_of(Channel))
+    credits: int = attrs.field(validator=attrs.validators.gt(0))
+    remaining: int = attrs.field(validator=attrs.validators.ge(0))
+    expires_at: datetime = attrs.field(validator=attrs.validators.instance_of(datetime))
+    expired: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        invariant(self.remaining <= self.credits, "a grant's remainder within its credits")
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """Spending order: the soonest-expiring first, then the oldest (R23)."""
+        return (self.expires_at, self.grant_id)
+
+
+@attrs.frozen(kw_only=True)
+class Member:
+    """A team member of the account (R22): their per-period allowance per pool (None:
+    they draw on the team pool freely), and what they used in the period that began at
+    `period_start` (an older period's usage counts as none: allowances reset)."""
+
+    allowance: Credits | None = None
+    period_start: datetime | None = None
+    used: Credits = attrs.field(factory=Credits)
+
+    def used_in(self, period_start: datetime) -> Credits:
+        return self.used if self.period_start == period_start else Credits()
 
 
 @attrs.define(kw_only=True)
@@ -63,6 +121,8 @@ class Wallet:
     next_seq: int
     next_hold_no: int
     version: int = 0
+    grants: dict[int, Grant] = attrs.field(factory=dict)  # R23, by grant_id
+    members: dict[str, Member] = attrs.field(factory=dict)  # R22, by member id
     pending_entries: list[LedgerEntry] = attrs.field(factory=list)
 
     # -- construction -------------------------------------------------------------------
@@ -102,6 +162,8 @@ class Wallet:
         next_seq: int,
         next_hold_no: int,
         version: int,
+        grants: Mapping[int, Grant] | None = None,
+        members: Mapping[str, Member] | None = None,
     ) -> Wallet:
         """Rebuild a stored wallet (for adapters); checks the invariants it was saved with."""
         wallet = cls(
@@ -117,6 +179,8 @@ class Wallet:
             next_seq=next_seq,
             next_hold_no=next_hold_no,
             version=version,
+            grants=dict(grants or {}),
+            members=dict(members or {}),
         )
         wallet.check_invariants()
         return wallet
@@ -140,8 +204,22 @@ class Wallet:
 
     @property
     def next_boundary_at(self) -> datetime | None:
-        """When this wallet next needs renewing; None once lapsed."""
-        return None if self.status is Status.LAPSED else self.period().end
+        """When this wallet next needs renewing or a grant expiring (R23); None once lapsed."""
+        if self.status is Status.LAPSED:
+            return None
+        end = self.period().end
+        for grant in self.grants.values():
+            if not grant.expired and grant.expires_at < end:
+                end = grant.expires_at
+        return end
+
+    def granted(self, pool: Channel) -> int:
+        """Credits of `pool` still in expiring grants (R23); the rest are plan credits."""
+        return sum(g.remaining for g in self.grants.values() if g.pool is pool)
+
+    def _grants_of(self, pool: Channel) -> list[Grant]:
+        """`pool`'s grants in spending order (R23)."""
+        return sorted((g for g in self.grants.values() if g.pool is pool), key=lambda g: g.order)
 
     def balance(self, pool: Channel) -> int:
         return self.balances[pool]
@@ -156,9 +234,15 @@ class Wallet:
         for pool in Channel:
             invariant(self.balances[pool] >= 0, f"{pool.value} pool below zero (R15)")
             invariant(self.available(pool) >= 0, f"{pool.value} holds exceed balance (R20)")
+            invariant(self.granted(pool) <= self.balances[pool], f"{pool.value} grants (R23)")
+            # An expired grant's remainder waits only for holds that may still charge it.
+            expired = sum(g.remaining for g in self.grants.values() if g.expired and g.pool is pool)
+            invariant(expired <= self.held(pool), "an expired grant kept beyond holds (R23)")
+        invariant(len(self.grants) <= MAX_OPEN_GRANTS, "too many open grants (R23)")
         if self.status is Status.LAPSED:
             invariant(not self.holds, "a lapsed wallet has no holds (R6)")
             invariant(not any(self.balances.values()), "a lapsed wallet holds no credits (R6)")
+            invariant(not self.grants, "a lapsed wallet has no grants (R6, R23)")
 
     def require_chargeable(self) -> None:
         if self.status is Status.LAPSED:
@@ -174,6 +258,7 @@ class Wallet:
         while self.status is not Status.LAPSED and self.period().end <= now:
             invariant(applied < MAX_RENEWALS_PER_CATCH_UP, "runaway renewal loop")
             boundary = self.period().end
+            self.expire_grants(boundary)  # R23: expiries before (or at) it come first
             if self.ends_at is not None and boundary >= self.ends_at:
                 self._lapse(boundary)
             else:
@@ -184,7 +269,62 @@ class Wallet:
                     self._apply_rollover_cap(boundary)
                     self._grant_allowance(boundary, Operation.RENEWAL)
             applied += 1
+        self.expire_grants(now)
         return applied
+
+    # -- expiring grants (R23) -------------------------------------------------------------
+
+    def expire_grants(self, now: datetime) -> int:
+        """R23: every grant whose instant has passed by `now` loses its unspent remainder,
+        as one EXPIRE entry at its instant, in order of expiry. Open holds draw on a pool's
+        grants first, in spending order: a remainder they may still charge waits (the
+        grant is marked expired) and expires when the holds end; a grant spent whole is
+        forgotten. Returns how many entries it appended."""
+        if not self.grants:
+            return 0
+        kept: dict[int, int] = {}
+        for pool in Channel:
+            held = self.held(pool)
+            for grant in self._grants_of(pool):
+                kept[grant.grant_id] = min(grant.remaining, held)
+                held -= kept[grant.grant_id]
+        due = sorted(
+            (g for g in self.grants.values() if g.expires_at <= now),
+            key=lambda g: (now if g.expired else g.expires_at, g.grant_id),  # in time order
+        )
+        appended = 0
+        for grant in due:
+            keep = kept[grant.grant_id]
+            if gone := grant.remaining - keep:
+                cause = Cause(
+                    operation=Operation.EXPIRY,
+                    plan=self.plan.name,
+                    period=self.period_index,
+                    grant=grant.grant_id,
+                )
+                # Released by a hold's end after its instant: it leaves the pool now.
+                at = now if grant.expired else grant.expires_at
+                self._append(EntryKind.EXPIRE, grant.pool, -gone, at, cause)
+                appended += 1
+            if keep:
+                self.grants[grant.grant_id] = attrs.evolve(grant, remaining=keep, expired=True)
+            else:
+                del self.grants[grant.grant_id]
+        return appended
+
+    def _draw(self, pool: Channel, credits: int) -> int | None:
+        """Spend `credits` of `pool` from its grants first, the soonest-expiring first
+        (R23); returns the first grant drawn on, None if plan credits paid it all."""
+        first = None
+        for grant in self._grants_of(pool):
+            if not credits:
+                break
+            take = min(grant.remaining, credits)
+            if take:
+                credits -= take
+                first = grant.grant_id if first is None else first
+                self.grants[grant.grant_id] = attrs.evolve(grant, remaining=grant.remaining - take)
+        return first
 
     def _grant_allowance(self, at: datetime, operation: Operation) -> None:
         for pool in Channel:
@@ -203,8 +343,12 @@ class Wallet:
         if cap is None:
             return
         for pool in Channel:
-            keep = max(cap.of(pool), self.held(pool))
-            excess = self.balances[pool] - keep
+            # R23: grants neither count towards the cap nor are forfeited by it; holds
+            # draw on grants first, so only the rest of them hold plan credits.
+            granted = self.granted(pool)
+            plan_held = max(0, self.held(pool) - granted)
+            keep = max(cap.of(pool), plan_held)
+            excess = self.balances[pool] - granted - keep
             if excess > 0:
                 cause = Cause(
                     operation=Operation.RENEWAL,
@@ -217,6 +361,7 @@ class Wallet:
     def _lapse(self, at: datetime) -> None:
         """R6: at the end of the last paid period both pools are forfeited."""
         self.holds.clear()
+        self.grants.clear()  # R23: a lapsed account forfeits its grants with the rest
         for pool in Channel:
             if self.balances[pool]:
                 cause = Cause(
@@ -271,14 +416,19 @@ class Wallet:
 
     # -- holds (R16) ---------------------------------------------------------------------
 
-    def place_hold(self, credits: Credits, now: datetime, ttl_s: int) -> Hold:
+    def place_hold(
+        self, credits: Credits, now: datetime, ttl_s: int, *, member: str | None = None
+    ) -> Hold:
         for pool in Channel:
             invariant(credits.of(pool) <= self.available(pool), "hold beyond available (R16)")
+            room = self.member_room(member, pool)
+            invariant(room is None or credits.of(pool) <= room, "hold beyond allowance (R22)")
         hold = Hold(
             hold_id=f"{self.account}#{self.next_hold_no}",
             credits=credits,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_s),
+            member=member,
         )
         self.next_hold_no += 1
         self.holds[hold.hold_id] = hold
@@ -291,13 +441,67 @@ class Wallet:
         expired = [h.hold_id for h in self.holds.values() if h.expires_at <= now]
         for hold_id in expired:
             del self.holds[hold_id]
+        if expired:
+            self.expire_grants(now)  # R23: what they held of an expired grant expires now
         return len(expired)
+
+    # -- team members (R22) ----------------------------------------------------------------
+
+    def add_member(self, member: str) -> bool:
+        """Register a member; False if they were one already (nothing changes)."""
+        if member in self.members:
+            return False
+        if len(self.members) >= MAX_MEMBERS:
+            raise TooManyMembers(self.account, MAX_MEMBERS)
+        self.members[member] = Member()
+        return True
+
+    def require_member(self, member: str) -> Member:
+        found = self.members.get(member)
+        if found is None:
+            raise UnknownMember(self.account, member)
+        return found
+
+    def set_member_allowance(self, member: str, allowance: Credits | None) -> None:
+        """R22: a per-period allowance per pool; None removes it (the pool, freely)."""
+        found = self.require_member(member)
+        self.members[member] = attrs.evolve(found, allowance=allowance)
+
+    def member_used(self, member: str) -> Credits:
+        """What the member used in the current period (R22)."""
+        return self.require_member(member).used_in(self.period().start)
+
+    def member_room(self, member: str | None, pool: Channel) -> int | None:
+        """What the member may still take from `pool` this period, net of their open
+        holds (R22); None: no limit (no member, or no allowance)."""
+        if member is None:
+            return None
+        found = self.require_member(member)
+        if found.allowance is None:
+            return None
+        held = sum(h.credits.of(pool) for h in self.holds.values() if h.member == member)
+        used = found.used_in(self.period().start).of(pool)
+        return max(0, found.allowance.of(pool) - used - held)
+
+    def count_usage(self, member: str, pool: Channel, credits: int, at: datetime) -> None:
+        """Add (or, negative, take back) the member's usage in the period of `at`."""
+        found = self.require_member(member)
+        start = self.period().start
+        if not start <= at:  # a charge of an earlier period: its usage has reset (R22)
+            return
+        used = found.used_in(start)
+        amount = max(0, used.of(pool) + credits)
+        self.members[member] = attrs.evolve(
+            found, period_start=start, used=attrs.evolve(used, **{pool.value: amount})
+        )
 
     # -- balance changes (R8, R9, R18, R19) ----------------------------------------------
 
     def charge(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
         invariant(credits > 0, "a charge is positive")
         invariant(credits <= self.available(pool), "charge beyond available credits (R15)")
+        if self.grants:
+            cause = attrs.evolve(cause, grant=self._draw(pool, credits))
         return self._append(EntryKind.CHARGE, pool, -credits, at, cause)
 
     def charge_many(
@@ -311,18 +515,58 @@ class Wallet:
             totals[pool] += credits
         for pool in Channel:
             invariant(totals[pool] <= self.available(pool), "charge beyond available (R15)")
+        if self.grants:  # R23: each charge draws on the grants first, in request order
+            charges = [
+                (pool, credits, attrs.evolve(cause, grant=self._draw(pool, credits)))
+                for pool, credits, cause in charges
+            ]
         return [
             self._append(EntryKind.CHARGE, pool, -credits, at, cause)
             for pool, credits, cause in charges
         ]
 
-    def refund(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
+    def refund(
+        self,
+        pool: Channel,
+        credits: int,
+        at: datetime,
+        cause: Cause,
+        *,
+        grant_id: int | None = None,
+    ) -> LedgerEntry:
+        """R18: credits back; to the grant that paid for them (R23) if it has not
+        expired, up to what was spent of it, the rest to plan credits."""
         invariant(credits > 0, "a refund is positive")
+        grant = self.grants.get(grant_id) if grant_id is not None else None
+        if grant is not None and not grant.expired and grant.expires_at > at:
+            back = min(credits, grant.credits - grant.remaining)
+            if back:
+                self.grants[grant.grant_id] = attrs.evolve(grant, remaining=grant.remaining + back)
+                cause = attrs.evolve(cause, grant=grant.grant_id)
         return self._append(EntryKind.REFUND, pool, credits, at, cause)
 
-    def top_up(self, pool: Channel, credits: int, at: datetime, cause: Cause) -> LedgerEntry:
+    def top_up(
+        self,
+        pool: Channel,
+        credits: int,
+        at: datetime,
+        cause: Cause,
+        *,
+        expires_at: datetime | None = None,
+    ) -> LedgerEntry:
+        """R8; with `expires_at` (after `at`), an expiring grant (R23)."""
         invariant(credits > 0, "a top-up is positive")
-        return self._append(EntryKind.TOP_UP, pool, credits, at, cause)
+        if expires_at is None:
+            return self._append(EntryKind.TOP_UP, pool, credits, at, cause)
+        invariant(expires_at > at, "a grant expires after it is granted (R23)")
+        if len(self.grants) >= MAX_OPEN_GRANTS:
+            raise TooManyGrants(self.account, MAX_OPEN_GRANTS)
+        cause = attrs.evolve(cause, grant=self.next_seq, expires_at=expires_at)
+        entry = self._append(EntryKind.TOP_UP, pool, credits, at, cause)
+        self.grants[entry.seq] = Grant(
+            grant_id=entry.seq, pool=pool, credits=credits, remaining=credits, expires_at=expires_at
+        )
+        return entry
 
     def _append(
         self, kind: EntryKind, pool: Channel, amount: int, at: datetime, cause: Cause

@@ -15,6 +15,10 @@
     GET  /balance                                           R20
     GET  /balance-at?at=2025-01-31T00:00:00Z                R21
     GET  /statement?cursor=&limit=&period=                  R21, paged by seq
+    GET  /guarantee?period=                                 R25
+    POST /members                {"member": "alice"}        R22
+    PUT  /members/allowance      {"member": "alice", "allowance": {"email": 50}}  R22
+    GET  /members/usage?member=&period=                     R22
 
 and, for people: /docs (the reference, from the OpenAPI document) and /ui (an API key's
 own account, after signing in with the key; see `ui.py`).
@@ -68,6 +72,7 @@ from adapters.api.ui import SIGN_IN, SIGN_OUT, AccountPages, Sessions
 from credits_domain import (
     ApiKeyStore,
     ChargeResult,
+    Credits,
     CreditsError,
     CreditService,
     UnknownAccount,
@@ -87,6 +92,8 @@ _JSON_MEDIA_TYPE = re.compile(r"^application/(?:[a-z0-9.+-]+\+)?json$")
 _QUERY_PARAMETERS: Final[Mapping[str, tuple[str, ...]]] = {
     "statement": ("cursor", "limit", "period"),
     "balance_at": ("at",),
+    "guarantee": ("period",),
+    "member_usage": ("member", "period"),
 }
 
 
@@ -323,14 +330,20 @@ class _Api:
         request = schemas.decode(call.json(), self.requests.unlock)
         contacts = schemas.to_contacts(request.contacts, "contacts")
         key = call.idempotency_key()
-        return self._charged(self.service.unlock(call.account, contacts, idempotency_key=key))
+        return self._charged(
+            self.service.unlock(call.account, contacts, idempotency_key=key, member=request.member)
+        )
 
     def export(self, call: _Call) -> _Answer:
         request = schemas.decode(call.json(), self.requests.export)
         contacts = schemas.to_contacts(request.contacts, "contacts")
         key = call.idempotency_key()
         result = self.service.export(
-            call.account, contacts, destination=request.destination, idempotency_key=key
+            call.account,
+            contacts,
+            destination=request.destination,
+            idempotency_key=key,
+            member=request.member,
         )
         return self._charged(result)
 
@@ -338,7 +351,9 @@ class _Api:
         request = schemas.decode(call.json(), self.requests.enrich)
         found = schemas.to_contacts(request.found, "found")
         key = call.idempotency_key()
-        return self._charged(self.service.enrich(call.account, found, idempotency_key=key))
+        return self._charged(
+            self.service.enrich(call.account, found, idempotency_key=key, member=request.member)
+        )
 
     def report_bounce(self, call: _Call) -> _Answer:
         contact = schemas.to_contact(schemas.decode(call.json(), shapes.ContactIn), "")
@@ -346,9 +361,13 @@ class _Api:
         return _Answer(201, schemas.render_entry(entry))
 
     def top_up(self, call: _Call) -> _Answer:
-        credits, reason = schemas.to_top_up(schemas.decode(call.json(), shapes.TopUpRequest))
+        credits, reason, expires_at = schemas.to_top_up(
+            schemas.decode(call.json(), shapes.TopUpRequest)
+        )
         key = call.idempotency_key()
-        done = self.service.top_up(call.account, credits, reason=reason, idempotency_key=key)
+        done = self.service.top_up(
+            call.account, credits, reason=reason, idempotency_key=key, expires_at=expires_at
+        )
         headers = {REPLAYED_HEADER: "true"} if done.replayed else {}
         return _Answer(201, schemas.render_top_up(done), headers)
 
@@ -359,6 +378,37 @@ class _Api:
         at = schemas.parse_instant_param(call.query, "at")
         past = self.service.balance_at(call.account, at)
         return _Answer(200, schemas.render_past_balance(at, past))
+
+    def add_member(self, call: _Call) -> _Answer:
+        request = schemas.decode(call.json(), shapes.MemberRequest)
+        added = self.service.add_member(call.account, request.member)
+        return _Answer(200, shapes.MemberAdded(member=request.member, added=added))
+
+    def set_member_allowance(self, call: _Call) -> _Answer:
+        request = schemas.decode(call.json(), shapes.AllowanceRequest)
+        given = request.allowance
+        credits = None if given is None else Credits(email=given.email, mobile=given.mobile)
+        self.service.set_member_allowance(call.account, request.member, credits)
+        return _Answer(200, shapes.MemberAllowance(member=request.member, allowance=given))
+
+    def member_usage(self, call: _Call) -> _Answer:
+        member = schemas.parse_member_param(call.query)
+        index = schemas.parse_period_param(call.query)
+        period = self.service.period(call.account, index)
+        used = self.service.member_usage(call.account, member, period)
+        return _Answer(
+            200,
+            shapes.MemberUsage(
+                member=member,
+                period=schemas.render_period(period),
+                used=shapes.PoolCredits(email=used.email, mobile=used.mobile),
+            ),
+        )
+
+    def guarantee(self, call: _Call) -> _Answer:
+        index = schemas.parse_period_param(call.query)
+        period = None if index is None else self.service.period(call.account, index)
+        return _Answer(200, schemas.render_guarantee(self.service.guarantee(call.account, period)))
 
     def statement(self, call: _Call) -> _Answer:
         query = schemas.StatementQuery.parse(call.query)
@@ -469,6 +519,10 @@ def create_app(
         route("/balance", {"GET": api.balance}),
         route("/balance-at", {"GET": api.balance_at}),
         route("/statement", {"GET": api.statement}),
+        route("/guarantee", {"GET": api.guarantee}),
+        route("/members", {"POST": api.add_member}),
+        route("/members/allowance", {"PUT": api.set_member_allowance}),
+        route("/members/usage", {"GET": api.member_usage}),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     # Starlette answers /balance/ with a 307 to the URL built from the Host header: an

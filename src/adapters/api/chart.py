@@ -34,6 +34,7 @@ _COLOURS: Final = {
     EntryKind.REFUND: "#c77700",
     EntryKind.CHARGE: "#2457c5",
     EntryKind.FORFEIT: "#b3261e",
+    EntryKind.EXPIRE: "#8a4fb8",
     EntryKind.ADJUSTMENT: "#5b6475",
 }
 

@@ -68,6 +68,12 @@ class _Schemas:
             shapes.Statement,
             shapes.TopUpRequest,
             shapes.TopUpResult,
+            shapes.Guarantee,
+            shapes.MemberRequest,
+            shapes.AllowanceRequest,
+            shapes.MemberAdded,
+            shapes.MemberAllowance,
+            shapes.MemberUsage,
             Problem,
         ]
         refs, self.components = msgspec.json.schema_components(bodies, ref_template=REF_TEMPLATE)
@@ -103,6 +109,16 @@ def _ok(description: str, schema: Json, headers: Json | None = None) -> Json:
     if headers:
         response["headers"] = headers
     return response
+
+
+def _current_period() -> Json:
+    """`?period=`: a billing period, by default the current one (R22, R25)."""
+    return _int_query(
+        "period",
+        0,
+        MAX_PERIOD_INDEX,
+        "A billing period of the current subscription (0 is the first); absent: the current one.",
+    )
 
 
 def _operation(
@@ -376,6 +392,61 @@ def openapi_document(requests: RequestShapes) -> Json:
                         "current subscription); absent: all entries.",
                     ),
                 ],
+            )
+        },
+        f"{account_path}/members": {
+            "post": _operation(
+                schemas,
+                "addMember",
+                "Add a team member; data belong to the team (R22)",
+                (200, _ok("Whether they were added", schemas.ref(shapes.MemberAdded))),
+                _BODY_PROBLEMS,
+                body=shapes.MemberRequest,
+                example={"member": "alice"},
+            )
+        },
+        f"{account_path}/members/allowance": {
+            "put": _operation(
+                schemas,
+                "setMemberAllowance",
+                "Set or remove a member's allowance per pool and period (R22)",
+                (200, _ok("The allowance now", schemas.ref(shapes.MemberAllowance))),
+                _BODY_PROBLEMS,
+                body=shapes.AllowanceRequest,
+                example={"member": "alice", "allowance": {"email": 500, "mobile": 20}},
+            )
+        },
+        f"{account_path}/members/usage": {
+            "get": _operation(
+                schemas,
+                "memberUsage",
+                "What a member was charged in a period, less bounce refunds (R22)",
+                (200, _ok("The member's usage", schemas.ref(shapes.MemberUsage))),
+                [*_READ_PROBLEMS, 422],
+                parameters=[
+                    {
+                        "name": "member",
+                        "in": "query",
+                        "required": True,
+                        "description": "The team member's id.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_ACCOUNT_ID_LENGTH,
+                        },
+                    },
+                    _current_period(),
+                ],
+            )
+        },
+        f"{account_path}/guarantee": {
+            "get": _operation(
+                schemas,
+                "guarantee",
+                "The deliverability guarantee of a billing period, from the ledger (R25)",
+                (200, _ok("The period's emails, bounces and rate", schemas.ref(shapes.Guarantee))),
+                [*_READ_PROBLEMS, 422],
+                parameters=[_current_period()],
             )
         },
     }

@@ -81,6 +81,7 @@ DOMAIN_PROBLEMS: Final[dict[type[errors.CreditsError], ProblemKind]] = {
     errors.InvalidPlan: _kind("invalid-plan", 422, "The plan definition is invalid"),
     errors.UnknownPlan: _kind("unknown-plan", 422, "No plan of that name"),
     errors.UnknownAccount: _kind("unknown-account", 404, "No such account"),
+    errors.UnknownMember: _kind("unknown-member", 422, "No such team member; add them first"),
     errors.NoActiveSubscription: _kind(
         "no-active-subscription", 409, "The account has no active subscription"
     ),

@@ -42,6 +42,7 @@ from credits_domain import (
     Contact,
     Credits,
     CreditsError,
+    Guarantee,
     InvalidRequest,
     LedgerEntry,
     MalformedContact,
@@ -278,6 +279,19 @@ class StatementQuery:
         )
 
 
+def parse_member_param(params: Mapping[str, list[str]]) -> str:
+    """`?member=` a team member's id (R22), required."""
+    member = _single(params, "member")
+    if member is None:
+        raise InvalidRequest("query parameter member is required (a team member's id)")
+    return member
+
+
+def parse_period_param(params: Mapping[str, list[str]]) -> int | None:
+    """`?period=` a billing period's index (absent: the current one)."""
+    return _int_param(params, "period", low=0, high=MAX_PERIOD_INDEX)
+
+
 def parse_instant_param(params: Mapping[str, list[str]], name: str) -> datetime:
     raw = _single(params, name)
     if raw is None:
@@ -320,6 +334,17 @@ def _utc(at: datetime) -> datetime:
 
 def render_period(period: Period) -> shapes.Period:
     return shapes.Period(index=period.index, start=_utc(period.start), end=_utc(period.end))
+
+
+def render_guarantee(guarantee: Guarantee) -> shapes.Guarantee:
+    return shapes.Guarantee(
+        account=guarantee.account,
+        period=render_period(guarantee.period),
+        emails_charged=guarantee.emails_charged,
+        bounces=guarantee.bounces,
+        bounce_rate=guarantee.bounce_rate,
+        breached=guarantee.breached,
+    )
 
 
 def render_subscription(subscription: Subscription) -> shapes.Subscription:
@@ -393,6 +418,9 @@ def render_entry(entry: LedgerEntry) -> shapes.LedgerEntry:
             idempotency_key=cause.idempotency_key,
             destination=cause.destination,
             note=cause.note,
+            grant=cause.grant,
+            expires_at=None if cause.expires_at is None else _utc(cause.expires_at),
+            member=cause.member,
         ),
     )
 
@@ -404,8 +432,9 @@ def render_top_up(done: TopUp) -> shapes.TopUpResult:
     )
 
 
-def to_top_up(request: shapes.TopUpRequest) -> tuple[Credits, str]:
-    return Credits(email=request.email, mobile=request.mobile), request.reason
+def to_top_up(request: shapes.TopUpRequest) -> tuple[Credits, str, datetime | None]:
+    credits = Credits(email=request.email, mobile=request.mobile)
+    return credits, request.reason, request.expires_at
 
 
 def render_statement(

@@ -26,6 +26,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from credits_domain import Channel, EntryKind, Operation, Outcome, PlanChange, Status, Verdict
 from credits_domain.limits import (
+    MAX_ACCOUNT_ID_LENGTH,
     MAX_CONTACT_INPUT_LENGTH,
     MAX_DESTINATION_LENGTH,
     MAX_PLAN_NAME_LENGTH,
@@ -126,6 +127,14 @@ class TopUpRequest(Shape, frozen=True, kw_only=True):
             "number): printable, kept on every ledger entry of the top-up.",
         ),
     ]
+    expires_at: Annotated[
+        Instant | None,
+        Meta(
+            description="R23: an expiring grant: spent before plan credits, the "
+            "soonest-expiring first; what is left at this instant (after now) leaves the "
+            "pool as an expire entry. Absent: the credits never expire."
+        ),
+    ] = None
 
 
 Destination = Annotated[
@@ -142,10 +151,29 @@ Destination = Annotated[
 # RequestShapes, which adds its batch limit.
 
 
+MemberId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_ACCOUNT_ID_LENGTH,
+        description="A team member of the account (R22), as added to it; same rules as an "
+        "account id.",
+    ),
+]
+OptionalMember = Annotated[
+    MemberId | None,
+    Meta(
+        description="R22: the team member asking (absent: the account itself). Items past "
+        "their allowance are member_allowance_exceeded."
+    ),
+]
+
+
 class UnlockRequest(Shape, frozen=True):
     """Contacts to reveal (R9)."""
 
     contacts: list[ContactIn]
+    member: OptionalMember = None
 
 
 class ExportRequest(Shape, frozen=True):
@@ -153,12 +181,53 @@ class ExportRequest(Shape, frozen=True):
 
     contacts: list[ContactIn]
     destination: Destination
+    member: OptionalMember = None
 
 
 class EnrichRequest(Shape, frozen=True):
     """Data an enrichment found on an existing lead (R14)."""
 
     found: list[ContactIn]
+    member: OptionalMember = None
+
+
+class MemberRequest(Shape, frozen=True):
+    """A team member to add to the account (R22)."""
+
+    member: MemberId
+
+
+class PoolCredits(Shape, frozen=True):
+    """Credits per pool."""
+
+    email: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] = 0
+    mobile: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] = 0
+
+
+class AllowanceRequest(Shape, frozen=True):
+    """A member's allowance per pool and billing period (R22); null removes it (the member
+    then draws on the team pool freely)."""
+
+    member: MemberId
+    allowance: PoolCredits | None
+
+
+class MemberAdded(Shape, frozen=True):
+    member: str
+    added: Annotated[bool, Meta(description="False when they were a member already.")]
+
+
+class MemberAllowance(Shape, frozen=True):
+    member: str
+    allowance: PoolCredits | None
+
+
+class MemberUsage(Shape, frozen=True):
+    """What a member was charged in a billing period, less bounce refunds (R22)."""
+
+    member: str
+    period: Period
+    used: PoolCredits
 
 
 _S = TypeVar("_S", bound=Shape)
@@ -288,6 +357,25 @@ class PastBalance(Shape, frozen=True):
     mobile: Count
 
 
+class Guarantee(Shape, frozen=True):
+    """The deliverability guarantee for one billing period (R25), from the ledger."""
+
+    account: str
+    period: Period
+    emails_charged: Annotated[
+        int, Meta(ge=0, description="Emails charged in the period; refunds do not reduce it.")
+    ]
+    bounces: Annotated[
+        int, Meta(ge=0, description="Bounces reported (R18) for emails charged in the period.")
+    ]
+    bounce_rate: Annotated[
+        float, Meta(ge=0, le=1, description="bounces / emails_charged; 0 when none charged.")
+    ]
+    breached: Annotated[
+        bool, Meta(description="More than 1% bounced, with at least 100 emails charged.")
+    ]
+
+
 class Cause(Shape, frozen=True):
     """Why a ledger entry was made (R19)."""
 
@@ -298,6 +386,20 @@ class Cause(Shape, frozen=True):
     idempotency_key: str | None
     destination: str | None
     note: str | None
+    grant: Annotated[
+        Count | None,
+        Meta(
+            description="R23: the expiring grant involved, by the seq of its top_up entry "
+            "(on that entry, on its expire entry, on a charge it paid, on a refund back to it)."
+        ),
+    ] = None
+    expires_at: Annotated[
+        Instant | None, Meta(description="R23: when an expiring grant's top_up expires.")
+    ] = None
+    member: Annotated[
+        str | None,
+        Meta(description="R22: the team member who charged (or whose charge was refunded)."),
+    ] = None
 
 
 class LedgerEntry(Shape, frozen=True):

@@ -76,7 +76,11 @@ from credits_domain import (
     SubscriptionPaused,
 )
 from credits_domain.errors import invariant
-from credits_domain.limits import MAX_DESTINATION_LENGTH, MAX_IDEMPOTENCY_KEY_LENGTH
+from credits_domain.limits import (
+    MAX_ACCOUNT_ID_LENGTH,
+    MAX_DESTINATION_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+)
 
 T = TypeVar("T")
 
@@ -158,6 +162,16 @@ KeyOption = Annotated[
         callback=bounded(MAX_IDEMPOTENCY_KEY_LENGTH),
     ),
 ]
+MemberOption = Annotated[
+    str | None,
+    typer.Option(
+        "--member",
+        metavar="MEMBER",
+        help="The team member asking (R22): items past their allowance are "
+        "member_allowance_exceeded, free.",
+        callback=bounded(MAX_ACCOUNT_ID_LENGTH),
+    ),
+]
 ChargeFormatOption = Annotated[
     Format | None,
     typer.Option(
@@ -177,6 +191,7 @@ class _Request:
     account: str
     destination: str | None
     region: str | None
+    member: str | None = None  # R22
 
     def call(
         self, service: CreditService, contacts: Sequence[Contact], key: str | None
@@ -184,11 +199,15 @@ class _Request:
         if self.operation is Operation.EXPORT:
             invariant(self.destination is not None, "an export has a destination")
             return service.export(
-                self.account, contacts, destination=str(self.destination), idempotency_key=key
+                self.account,
+                contacts,
+                destination=str(self.destination),
+                idempotency_key=key,
+                member=self.member,
             )
         if self.operation is Operation.ENRICH:
-            return service.enrich(self.account, contacts, idempotency_key=key)
-        return service.unlock(self.account, contacts, idempotency_key=key)
+            return service.enrich(self.account, contacts, idempotency_key=key, member=self.member)
+        return service.unlock(self.account, contacts, idempotency_key=key, member=self.member)
 
 
 def _check_region(region: str | None) -> None:
@@ -219,6 +238,7 @@ def charge(
     verifier_dialect: VerifierDialect,
     demo_verifier: bool,
     db: str,
+    member: str | None = None,
 ) -> None:
     """What `unlock`, `export` and `enrich` share."""
     command = f"credits {operation.value}"
@@ -228,7 +248,13 @@ def charge(
         fail(f"an argument has more than {MAX_ARGUMENT_LENGTH:,} characters", EXIT_USAGE)
     settings = verifier_settings(db, verifier_url, verifier_dialect, demo_verifier, command=command)
     _check_region(region)
-    request = _Request(operation=operation, account=account, destination=destination, region=region)
+    request = _Request(
+        operation=operation,
+        account=account,
+        destination=destination,
+        region=region,
+        member=member,
+    )
     files = [text for text in inputs if _names_a_file(text)]
     if files:
         if len(inputs) > 1:
@@ -393,6 +419,7 @@ def _run_id(scanned: csvfile.Scanned, request: _Request, batch: int, layout: csv
         request.destination or "",
         str(batch),
         request.region or "",
+        *([] if request.member is None else [f"member={request.member}"]),
         *(f"{channel.value}={index}" for channel, index in layout.columns.items()),
     ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
@@ -576,6 +603,7 @@ def unlock(
     email_column: EmailColumnOption = None,
     mobile_column: MobileColumnOption = None,
     idempotency_key: KeyOption = None,
+    member: MemberOption = None,
     output: ChargeFormatOption = None,
     verifier_url: VerifierUrlOption = None,
     verifier_dialect: VerifierDialectOption = VerifierDialect.NATIVE,
@@ -599,6 +627,7 @@ def unlock(
         email_column=email_column,
         mobile_column=mobile_column,
         key=idempotency_key,
+        member=member,
         output=output,
         verifier_url=verifier_url,
         verifier_dialect=verifier_dialect,
@@ -626,6 +655,7 @@ def export(
     email_column: EmailColumnOption = None,
     mobile_column: MobileColumnOption = None,
     idempotency_key: KeyOption = None,
+    member: MemberOption = None,
     output: ChargeFormatOption = None,
     verifier_url: VerifierUrlOption = None,
     verifier_dialect: VerifierDialectOption = VerifierDialect.NATIVE,
@@ -647,6 +677,7 @@ def export(
         email_column=email_column,
         mobile_column=mobile_column,
         key=idempotency_key,
+        member=member,
         output=output,
         verifier_url=verifier_url,
         verifier_dialect=verifier_dialect,
@@ -664,6 +695,7 @@ def enrich(
     email_column: EmailColumnOption = None,
     mobile_column: MobileColumnOption = None,
     idempotency_key: KeyOption = None,
+    member: MemberOption = None,
     output: ChargeFormatOption = None,
     verifier_url: VerifierUrlOption = None,
     verifier_dialect: VerifierDialectOption = VerifierDialect.NATIVE,
@@ -685,6 +717,7 @@ def enrich(
         email_column=email_column,
         mobile_column=mobile_column,
         key=idempotency_key,
+        member=member,
         output=output,
         verifier_url=verifier_url,
         verifier_dialect=verifier_dialect,

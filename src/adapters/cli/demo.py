@@ -158,6 +158,7 @@ _OUTCOME_LABELS = {
     Outcome.ALREADY_OWNED: "already owned: free (R12)",
     Outcome.DUPLICATE_IN_REQUEST: "repeated in the request: free (R12)",
     Outcome.INSUFFICIENT_CREDITS: "beyond the balance: not revealed (R15)",
+    Outcome.MEMBER_ALLOWANCE_EXCEEDED: "beyond the member's allowance: not revealed (R22)",
 }
 
 

@@ -1,6 +1,7 @@
 """The `credits` command: Typer for the arguments, rich for tables and progress.
 
-    credits accounts | balance | statement ...     reading (adapters.cli.reading)
+    credits accounts | balance | statement | guarantee ...
+                                                  reading (adapters.cli.reading)
     credits subscribe | change-plan | cancel | pause | resume | top-up | bounce ...
                                                   changing an account (adapters.cli.operating)
     credits unlock | export | enrich ACCOUNT (CONTACTS... | FILE.csv)
@@ -8,6 +9,7 @@
     credits renew-due [--db URL]                  renew every account whose period ended
     credits demo [--db URL]                       replay the scripted story (adapters.cli.demo)
     credits keys ..., credits serve ...           the HTTP API's (adapters.cli.serve)
+    credits members add|allowance|usage ...       a team's members (adapters.cli.members)
     credits db upgrade [--db URL]                 bring the schema to the newest revision
     credits --version                             the installed version
 
@@ -33,6 +35,7 @@ from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.cli import charging, operating, reading, render, version_line
 from adapters.cli.demo import demo
+from adapters.cli.members import members_app
 from adapters.cli.serve import register
 from adapters.cli.support import (
     DbOption,
@@ -88,6 +91,7 @@ def _options(
 app.command(cls=HelpCommand)(reading.accounts)
 app.command(cls=HelpCommand)(reading.balance)
 app.command(cls=HelpCommand)(reading.statement)
+app.command(cls=HelpCommand)(reading.guarantee)
 app.command(cls=HelpCommand)(operating.subscribe)
 app.command("change-plan", cls=HelpCommand)(operating.change_plan)
 app.command(cls=HelpCommand)(operating.cancel)
@@ -140,6 +144,7 @@ app.command(cls=HelpCommand)(demo)
 # `keys` needs storage only. `serve` is listed even without the `http` extra: run, it
 # says which extra to install (reported by the entry point, `adapters.cli.main()`).
 register(app)
+app.add_typer(members_app, name="members")
 app.add_typer(db_app, name="db")
 
 

@@ -1,5 +1,5 @@
 """The commands that change an account: `subscribe`, `change-plan`, `cancel`, `pause`,
-`resume`, `top-up` (R8) and `bounce` (R18).
+`resume`, `top-up` (R8, R23) and `bounce` (R18).
 
 Each is one call of the facade, on the real clock, wired without a verifier (none of
 them verifies anything), and answers with one sentence saying what happened and what
@@ -8,7 +8,8 @@ follows from it (when a cancellation ends, when a downgrade acts).
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
 
@@ -118,13 +119,14 @@ def resume(account: AccountArgument, db: DbOption = DEFAULT_DATABASE_URL) -> Non
     )
 
 
-def _credits(what: str) -> object:
+def credits_option(what: str, meaning: str = "to grant") -> Any:
+    """`--email N` or `--mobile N`: credits of that pool (R1), 0 to MAX_CREDITS."""
     return typer.Option(
         f"--{what}",
         metavar="N",
         min=0,
         max=MAX_CREDITS,
-        help=f"{what.capitalize()} credits to grant (0 to {MAX_CREDITS:,}).",
+        help=f"{what.capitalize()} credits {meaning} (0 to {MAX_CREDITS:,}).",
     )
 
 
@@ -140,21 +142,55 @@ def top_up(
             callback=bounded(MAX_REASON_LENGTH),
         ),
     ],
-    email: Annotated[int, _credits("email")] = 0,
-    mobile: Annotated[int, _credits("mobile")] = 0,
+    email: Annotated[int, credits_option("email")] = 0,
+    mobile: Annotated[int, credits_option("mobile")] = 0,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires",
+            metavar="INSTANT",
+            help="Make it an expiring grant (R23): an ISO 8601 instant with a zone "
+            "(2026-12-31T00:00:00Z); spent before plan credits, what is left then expires.",
+            callback=bounded(40),
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Grant credits beyond the allowance: top-up, goodwill (R8).
+    """Grant credits beyond the allowance: top-up, goodwill (R8), or an expiring grant (R23).
 
     A top-up, promotion or goodwill grant: one ledger entry per pool, with the reason;
-    the credits roll over like any other (R5)."""
+    the credits roll over like any other (R5). With --expires they are spent first and
+    what is left of them at that instant expires."""
+    expires_at = None if expires is None else _instant(expires)
     with reported(), wired(Settings(database_url=db)) as wiring:
-        done = wiring.service.top_up(account, Credits(email=email, mobile=mobile), reason=reason)
+        done = wiring.service.top_up(
+            account, Credits(email=email, mobile=mobile), reason=reason, expires_at=expires_at
+        )
     granted = ", ".join(
         f"{render.n(e.amount)} {e.pool.value} (balance {render.n(e.balance_after)})"
         for e in done.entries
     )
-    typer.echo(f"Granted {account} {granted} credits: {reason} (R8).")
+    if expires_at is None:
+        typer.echo(f"Granted {account} {granted} credits: {reason} (R8).")
+    else:
+        typer.echo(
+            f"Granted {account} {granted} credits: {reason}, expiring "
+            f"{render.when(expires_at)} UTC (R23)."
+        )
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 instant with a zone, in UTC; a usage error otherwise."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 instant with a zone, such as 2026-12-31T00:00:00Z",
+            param_hint="--expires",
+        )
+    return at.astimezone(UTC)
 
 
 def bounce(

@@ -1,4 +1,4 @@
-"""The reading commands: `accounts`, `balance`, `statement`.
+"""The reading commands: `accounts`, `balance`, `statement`, `guarantee`.
 
 Each prints a table for people, or `--format csv|json` for scripts, from one
 description of its columns (adapters.cli.output). Listings are paged: `--limit N` rows
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -181,6 +181,10 @@ def _detail(entry: LedgerEntry) -> str:
         parts.append(cause.plan)
     if cause.note:
         parts.append(cause.note)
+    if cause.expires_at is not None:  # R23: an expiring grant
+        parts.append(f"expires {cause.expires_at:%Y-%m-%d %H:%M} UTC")
+    if entry.kind is EntryKind.EXPIRE and cause.grant is not None:
+        parts.append(f"grant of entry {cause.grant}")
     if cause.idempotency_key:
         parts.append(f"key {cause.idempotency_key}")
     return ", ".join(parts)
@@ -207,16 +211,20 @@ def entry_row(entry: LedgerEntry) -> Row:
     }
 
 
+def _period_option(meaning: str) -> Any:
+    """`--period N`: a billing period of the current subscription (0 is the first)."""
+    return typer.Option(
+        "--period",
+        metavar="N",
+        help=f"{meaning} (0 is the first; an index it has not reached is refused with the "
+        "periods it has).",
+    )
+
+
 def statement(
     account: AccountArgument,
     period: Annotated[
-        int | None,
-        typer.Option(
-            "--period",
-            metavar="N",
-            help="Only billing period N of the current subscription (0 is the first; an "
-            "index it has not reached is refused with the periods it has).",
-        ),
+        int | None, _period_option("Only billing period N of the current subscription")
     ] = None,
     after: Annotated[
         int | None,
@@ -289,3 +297,60 @@ def statement(
             empty="No entries.",
             counted=lambda n: f"{render.n(n)} entries",
         )
+
+
+GUARANTEE_COLUMNS = (
+    Column("account", "Account"),
+    Column("period", "Period", "number"),
+    Column("period_start", "Since"),
+    Column("period_end", "Until"),
+    Column("emails_charged", "Emails charged", "number"),
+    Column("bounces", "Bounces", "number"),
+    Column("bounce_rate", "Bounce rate"),
+    Column("breached", "Breached"),
+)
+
+
+def guarantee(
+    account: AccountArgument,
+    period: Annotated[
+        int | None,
+        _period_option(
+            "Billing period N of the current subscription; the default is the current one"
+        ),
+    ] = None,
+    output: FormatOption = Format.TABLE,
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Show the deliverability guarantee of a billing period (R25).
+
+    Emails charged in the period (refunds do not reduce it), bounces reported for them
+    (R18), the bounce rate, and whether it breaches the promise: more than 1% bounced
+    with at least 100 emails charged. Read from the ledger."""
+    with reported(), wired(Settings(database_url=db)) as wiring:
+        service = wiring.service
+        chosen = None if period is None else service.period(account, period)
+        found = service.guarantee(account, chosen)
+    row: Row = {
+        "account": account,
+        "period": found.period.index,
+        "period_start": found.period.start,
+        "period_end": found.period.end,
+        "emails_charged": found.emails_charged,
+        "bounces": found.bounces,
+        "bounce_rate": f"{found.bounce_rate:.2%}",
+        "breached": "yes" if found.breached else "no",
+    }
+    if output is Format.JSON:
+        document({**row, "bounce_rate": found.bounce_rate, "breached": found.breached})
+        return
+    if output is Format.CSV:
+        emit(output, GUARANTEE_COLUMNS, [row], title=account, items="periods")
+        return
+    verdict = "BREACHED" if found.breached else "kept"
+    typer.echo(
+        f"{account}, period {found.period.index} ({render.when(found.period.start)} to "
+        f"{render.when(found.period.end)} UTC): {render.n(found.emails_charged)} emails "
+        f"charged, {render.n(found.bounces)} bounced ({found.bounce_rate:.2%}); "
+        f"guarantee {verdict} (R25)."
+    )

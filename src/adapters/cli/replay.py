@@ -179,6 +179,7 @@ def describe(result: ChargeResult) -> str:
         (Outcome.ALREADY_OWNED, "already owned"),
         (Outcome.DUPLICATE_IN_REQUEST, "repeated in the request"),
         (Outcome.INSUFFICIENT_CREDITS, "beyond the balance"),
+        (Outcome.MEMBER_ALLOWANCE_EXCEEDED, "beyond the member's allowance"),
     ):
         if n := result.count(outcome):
             parts.append(f"{n:,} {label}")
@@ -237,7 +238,8 @@ def period_rows(service: CreditService, account: str) -> list[PeriodRow]:
                     granted=by_kind.get(EntryKind.GRANT, 0) + by_kind.get(EntryKind.TOP_UP, 0),
                     used=-by_kind.get(EntryKind.CHARGE, 0),
                     refunded=by_kind.get(EntryKind.REFUND, 0),
-                    forfeited=-by_kind.get(EntryKind.FORFEIT, 0),
+                    # R23: an expiring grant's remainder leaves the pool like a forfeit.
+                    forfeited=-by_kind.get(EntryKind.FORFEIT, 0) - by_kind.get(EntryKind.EXPIRE, 0),
                     closing=end,
                 )
             )

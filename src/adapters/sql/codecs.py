@@ -7,6 +7,7 @@ it was sold on whatever the catalogue says later.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Row
@@ -18,10 +19,12 @@ from credits_domain import (
     Contact,
     Credits,
     EntryKind,
+    Grant,
     Hold,
     IdempotencyRecord,
     ItemResult,
     LedgerEntry,
+    Member,
     Operation,
     Outcome,
     Ownership,
@@ -31,6 +34,7 @@ from credits_domain import (
     Verdict,
     Wallet,
 )
+from credits_domain.periods import require_utc
 
 # -- plans and results as JSON (plans are data: the Plan itself is stored) -------------
 
@@ -128,7 +132,67 @@ def wallet_values(wallet: Wallet) -> dict[str, Any]:
         "next_seq": wallet.next_seq,
         "next_hold_no": wallet.next_hold_no,
         "next_boundary_at": wallet.next_boundary_at,
+        "grants": grants_to_json(wallet.grants) if wallet.grants else None,
+        "members": members_to_json(wallet.members) if wallet.members else None,
     }
+
+
+def members_to_json(members: Mapping[str, Member]) -> dict[str, Any]:
+    """R22's members by id: allowance (or null), and usage in the period since `since`."""
+    return {
+        name: {
+            "allowance": None if m.allowance is None else _credits_to_json(m.allowance),
+            "since": None
+            if m.period_start is None
+            else m.period_start.isoformat(timespec="microseconds"),
+            "used": _credits_to_json(m.used),
+        }
+        for name, m in sorted(members.items())
+    }
+
+
+def members_from_json(data: Mapping[str, Any] | None) -> dict[str, Member]:
+    return {
+        name: Member(
+            allowance=None if m["allowance"] is None else _credits_from_json(m["allowance"]),
+            period_start=None
+            if m["since"] is None
+            else require_utc(datetime.fromisoformat(m["since"]), "since"),
+            used=_credits_from_json(m["used"]),
+        )
+        for name, m in (data or {}).items()
+    }
+
+
+def grants_to_json(grants: Mapping[int, Grant]) -> list[dict[str, Any]]:
+    """R23's open grants, in spending order; NULL when there are none (the fast paths
+    charge only a wallet without grants)."""
+    return [
+        {
+            "grant_id": grant.grant_id,
+            "pool": grant.pool.value,
+            "credits": grant.credits,
+            "remaining": grant.remaining,
+            "expires_at": grant.expires_at.isoformat(timespec="microseconds"),
+            "expired": grant.expired,
+        }
+        for grant in sorted(grants.values(), key=lambda grant: grant.order)
+    ]
+
+
+def grants_from_json(data: Sequence[Mapping[str, Any]] | None) -> dict[int, Grant]:
+    grants = (
+        Grant(
+            grant_id=item["grant_id"],
+            pool=Channel(item["pool"]),
+            credits=item["credits"],
+            remaining=item["remaining"],
+            expires_at=require_utc(datetime.fromisoformat(item["expires_at"]), "expires_at"),
+            expired=bool(item["expired"]),
+        )
+        for item in data or ()
+    )
+    return {grant.grant_id: grant for grant in grants}
 
 
 def hold_from_row(row: Row[Any]) -> Hold:
@@ -137,6 +201,7 @@ def hold_from_row(row: Row[Any]) -> Hold:
         credits=Credits(email=row.email_credits, mobile=row.mobile_credits),
         created_at=row.created_at,
         expires_at=row.expires_at,
+        member=row.member,
     )
 
 
@@ -148,6 +213,7 @@ def hold_values(account: str, hold: Hold) -> dict[str, Any]:
         "mobile_credits": hold.credits.mobile,
         "created_at": hold.created_at,
         "expires_at": hold.expires_at,
+        "member": hold.member,
     }
 
 
@@ -165,6 +231,8 @@ def wallet_from_rows(row: Row[Any], hold_rows: Sequence[Row[Any]]) -> Wallet:
         next_seq=row.next_seq,
         next_hold_no=row.next_hold_no,
         version=row.version,
+        grants=grants_from_json(row.grants),
+        members=members_from_json(row.members),
     )
 
 
@@ -190,6 +258,9 @@ def entry_values(entry: LedgerEntry) -> dict[str, Any]:
         "idempotency_key": cause.idempotency_key,
         "destination": cause.destination,
         "note": cause.note,
+        "grant_seq": cause.grant,
+        "expires_at": cause.expires_at,
+        "member": cause.member,
     }
 
 
@@ -210,6 +281,9 @@ def entry_from_row(row: Row[Any]) -> LedgerEntry:
             idempotency_key=row.idempotency_key,
             destination=row.destination,
             note=row.note,
+            grant=row.grant_seq,
+            expires_at=row.expires_at,
+            member=row.member,
         ),
     )
 
@@ -224,6 +298,8 @@ def ownership_values(record: Ownership) -> dict[str, Any]:
         "charged_at": record.charged_at,
         "entry_seq": record.entry_seq,
         "refunded_at": record.refunded_at,
+        "grant_seq": record.grant,
+        "member": record.member,
     }
 
 
@@ -236,6 +312,8 @@ def ownership_from_row(row: Row[Any], contact: Contact) -> Ownership:
         charged_at=row.charged_at,
         entry_seq=row.entry_seq,
         refunded_at=row.refunded_at,
+        grant=row.grant_seq,
+        member=row.member,
     )
 
 

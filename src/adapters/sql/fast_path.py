@@ -76,7 +76,8 @@ def _positions(owned: str) -> list[int]:
 
 _LITE_WALLET: Final = (
     "SELECT status, next_boundary_at, plan, email_balance, mobile_balance, next_seq, "
-    "next_hold_no, period_index FROM credits_wallets WHERE account = ?"
+    "next_hold_no, period_index FROM credits_wallets WHERE account = ? "
+    "AND grants IS NULL"  # R23: a wallet with expiring grants charges through the Wallet
 )
 _LITE_EXPIRED_HOLD: Final = (
     "SELECT 1 FROM credits_holds WHERE account = ? AND expires_at <= ? LIMIT 1"

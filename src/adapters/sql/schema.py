@@ -73,6 +73,8 @@ wallets = sa.Table(
     sa.Column("next_hold_no", sa.BigInteger, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("next_boundary_at", UtcInstant),
+    sa.Column("grants", JSON_COLUMN),  # revision 0007: expiring grants (R23), NULL if none
+    sa.Column("members", JSON_COLUMN),  # revision 0007: team members (R22), NULL if none
 )
 
 holds = sa.Table(
@@ -84,6 +86,7 @@ holds = sa.Table(
     sa.Column("mobile_credits", sa.BigInteger, nullable=False),
     sa.Column("created_at", UtcInstant, nullable=False),
     sa.Column("expires_at", UtcInstant, nullable=False),
+    sa.Column("member", sa.String(200)),  # revision 0007: Hold.member (R22)
 )
 
 ledger = sa.Table(
@@ -103,6 +106,9 @@ ledger = sa.Table(
     sa.Column("idempotency_key", sa.String(255)),
     sa.Column("destination", sa.String(100)),
     sa.Column("note", sa.Text),
+    sa.Column("grant_seq", sa.BigInteger),  # revision 0007: Cause.grant (R23)
+    sa.Column("expires_at", UtcInstant),  # revision 0007: Cause.expires_at (R23)
+    sa.Column("member", sa.String(200)),  # revision 0007: Cause.member (R22)
 )
 
 ownership = sa.Table(
@@ -116,6 +122,8 @@ ownership = sa.Table(
     sa.Column("charged_at", UtcInstant, nullable=False),
     sa.Column("entry_seq", sa.BigInteger, nullable=False),
     sa.Column("refunded_at", UtcInstant),
+    sa.Column("grant_seq", sa.BigInteger),  # revision 0007: Ownership.grant (R23)
+    sa.Column("member", sa.String(200)),  # revision 0007: Ownership.member (R22)
 )
 
 idempotency = sa.Table(

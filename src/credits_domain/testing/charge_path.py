@@ -222,6 +222,12 @@ def _result(request: ChargeRequest) -> ChargeResult:
     )
 
 
+def _grant(wallet: Wallet) -> None:
+    """An expiring grant (R23): charges must draw on it, which only the Wallet does."""
+    cause = Cause(operation=Operation.GRANT, note="promo")
+    wallet.top_up(Channel.EMAIL, 5, T0, cause, expires_at=T0 + timedelta(days=7))
+
+
 def _state(wallet: Wallet | None) -> dict[str, object] | None:
     if wallet is None:
         return None
@@ -395,13 +401,22 @@ class ChargePathContract:
 
     @pytest.mark.parametrize(
         "case",
-        ["no-wallet", "paused", "lapsed", "renewal-due", "expired-hold", "key-in-flight"],
+        [
+            "no-wallet",
+            "paused",
+            "lapsed",
+            "renewal-due",
+            "expired-hold",
+            "key-in-flight",
+            "expiring-grant",
+        ],
     )
     def test_reserve_leaves_to_units_of_work_what_the_aggregate_must_handle(
         self, repository: Repository, case: str
     ) -> None:
-        """Renewals (R3..R7), lapse and pause (R6), releasing an expired hold (R16) and an
-        idempotency key seen before (R17) need the Wallet: None, and nothing changed."""
+        """Renewals (R3..R7), lapse and pause (R6), releasing an expired hold (R16), an
+        idempotency key seen before (R17) and an expiring grant to draw on (R23) need the
+        Wallet: None, and nothing changed."""
         now = T0 + timedelta(days=1)
         if case != "no-wallet":
             self._open(repository)
@@ -417,6 +432,8 @@ class ChargePathContract:
             now = T0 + timedelta(seconds=60)
         elif case == "key-in-flight":
             self._reserve(repository, _request([E1], key="k"))
+        elif case == "expiring-grant":
+            self._change(repository, _grant)
         before = self._snapshot(repository)
         request = _request([E1, E2, M1], key="k")
         assert self._path(repository).reserve_fast(request, now=now, expires_at=now + TTL) is None
@@ -614,6 +631,7 @@ class ChargePathContract:
             "key-unknown",
             "paused",
             "renewal-due",
+            "expiring-grant",
         ],
     )
     def test_settle_leaves_to_units_of_work_what_the_aggregate_must_handle(
@@ -664,6 +682,8 @@ class ChargePathContract:
             self._change(repository, lambda wallet: wallet.pause())
         elif case == "renewal-due":
             now = T0 + timedelta(days=40)
+        elif case == "expiring-grant":  # granted between reserve and settle (R23)
+            self._change(repository, _grant)
         before = self._snapshot(repository)
         answer = self._path(repository).settle_fast(
             request, now=now, hold_id=hold_id, charged=_charged([E1]), result=_result(request)
