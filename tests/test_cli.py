@@ -414,6 +414,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "renew-due",
         "demo",
         "serve",
+        "conformance",
         "keys",
         "db",
     ]

@@ -8,6 +8,7 @@
     credits renew-due [--db URL]                  renew every account whose period ended
     credits demo [--db URL]                       replay the scripted story (adapters.cli.demo)
     credits keys ..., credits serve ...           the HTTP API's (adapters.cli.serve)
+    credits conformance BASE_URL                  check a service in test mode over HTTP
     credits db upgrade [--db URL]                 bring the schema to the newest revision
     credits --version                             the installed version
 
@@ -32,6 +33,7 @@ import typer
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.cli import charging, operating, reading, render, version_line
+from adapters.cli.conformance import conformance
 from adapters.cli.demo import demo
 from adapters.cli.serve import register
 from adapters.cli.support import (
@@ -140,6 +142,7 @@ app.command(cls=HelpCommand)(demo)
 # `keys` needs storage only. `serve` is listed even without the `http` extra: run, it
 # says which extra to install (reported by the entry point, `adapters.cli.main()`).
 register(app)
+app.command(cls=HelpCommand)(conformance)
 app.add_typer(db_app, name="db")
 
 
