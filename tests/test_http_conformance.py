@@ -23,7 +23,7 @@ from credits_domain.testing.http import (
     run_conformance,
 )
 from header_proxy import HeaderDroppingProxy
-from http_api_support import free_port, serve, wait_listening
+from http_api_support import api_world, free_port, serve, wait_listening
 
 CREDITS = Path(sys.executable).parent / "credits"
 STARTUP_TIMEOUT_S = 30.0
@@ -109,6 +109,13 @@ def test_a_refused_connection_is_retried_a_bounded_number_of_times_then_fails() 
     result = run_conformance(f"http://127.0.0.1:{free_port()}", max_examples=1, max_steps=1)
     assert not result.passed
     assert "refused" in result.report
+
+
+def test_a_server_not_in_test_mode_is_named_as_such() -> None:
+    with api_world() as world:
+        done = conformance(world.base_url)
+    assert done.returncode == 1
+    assert "is not in test mode: POST /v1/test/accounts answered 404" in done.stdout
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:8000", "http://"])

@@ -21,7 +21,8 @@ values of `credits_domain.sandbox`:
   another payload under a used key is 409 idempotency-key-reused, for charges and top-ups;
 - after every step, both balances and subscriptions equal the model's (R3..R8, R20);
 - statements: seqs without gaps, running balances, the same entries in every page size,
-  the last balance of each pool the model's (R19, R21); another account's key is 404.
+  the last balance of each pool the model's, and balance-at on and a microsecond before
+  entries' instants (R19, R21); another account's key is 404.
 
 The client is the standard library's (`http.client`): one connection per request, with
 a timeout, retried (boundedly) only when the connection was refused, when nothing was sent.
@@ -82,6 +83,7 @@ REASON: Final = "conformance"
 MAX_PAGES: Final = 400  # bounds a statement's reading; an example writes far fewer entries
 BIG_PAGE: Final = 1_000
 UNKNOWN_PLAN: Final = "no-such-plan"
+TICK: Final = timedelta(microseconds=1)  # the closest other instant
 
 # The refusals the machine predicts, as the API documents them.
 PROBLEMS: Final[Mapping[type[CreditsError], tuple[int, str]]] = {
@@ -708,11 +710,33 @@ class HttpServiceMachine(RuleBasedStateMachine):
                     f"statement entry {seq}: seq {entry['seq']}, balance_after "
                     f"{entry['balance_after']}, expected running balance {balances[entry['pool']]}"
                 )
+        self._check_past_balances(account, whole)
         model = account.model.balance(account.id)
         if balances != {pool.value: model[pool] for pool in Channel}:
             raise ConformanceError(
                 f"the statement sums to {balances}, the model's balance is {model}"
             )
+
+    def _check_past_balances(self, account: SandboxAccount, whole: list[dict[str, Any]]) -> None:
+        """R21: balance-at at the first, a middle and the last entry's instant, and a
+        microsecond before each: the running balances after the entries up to then."""
+        instants = sorted({instant(entry["at"]) for entry in whole})
+        if not instants:
+            return
+        picked = {instants[0], instants[len(instants) // 2], instants[-1]}
+        for probe in sorted(picked | {at - TICK for at in picked}):
+            want = dict.fromkeys(("email", "mobile"), 0)
+            for entry in whole:
+                if instant(entry["at"]) <= probe:
+                    want[entry["pool"]] = entry["balance_after"]
+            query = urllib.parse.urlencode({"at": wire_instant(probe)})
+            answer = self.call("GET", f"{account.path}/balance-at?{query}", account)
+            self.expect(answer, None, 200, f"balance-at {wire_instant(probe)}")
+            got = answer.json()
+            if {"email": got.get("email"), "mobile": got.get("mobile")} != want:
+                raise ConformanceError(
+                    f"balance-at {wire_instant(probe)}: {got}, the statement says {want}"
+                )
 
     @rule(slot=st.sampled_from(SLOTS))
     def another_accounts_key(self, slot: int) -> None:
@@ -820,6 +844,16 @@ def run_conformance(
     sequence of requests), through the bound Hypothesis leaves to be patched for this."""
     check(0 < shrink_s <= 3_600, "the shrinking time is bounded by the caller")
     machine = make_http_machine(base_url, timeout_s=timeout_s, on_example=on_example)
+    try:
+        probe = machine.client.request("POST", "/v1/test/accounts", body={})
+    except ConformanceError as exc:
+        return ConformanceResult(passed=False, report=f"{base_url}: {exc}")
+    if probe.status != 201:
+        return ConformanceResult(
+            passed=False,
+            report=f"{base_url} is not in test mode: POST /v1/test/accounts answered "
+            f"{probe.status}, not 201 (start it with credits serve --test-mode)",
+        )
     if seed is not None:
         machine = hypothesis.seed(seed)(machine)
     lines: list[str] = []
