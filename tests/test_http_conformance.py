@@ -32,9 +32,9 @@ RUN_TIMEOUT_S = 600.0
 
 
 @contextmanager
-def credits_test_mode(directory: Path) -> Iterator[str]:
-    """`credits serve --test-mode` on a new SQLite database, until it listens."""
-    url = f"sqlite:///{directory / 'sandbox.db'}"
+def credits_test_mode(directory: Path, url: str | None = None) -> Iterator[str]:
+    """`credits serve --test-mode` on a new database (SQLite by default), until it listens."""
+    url = url or f"sqlite:///{directory / 'sandbox.db'}"
     upgraded = subprocess.run(
         [str(CREDITS), "db", "upgrade", "--db", url], capture_output=True, text=True, check=False
     )
@@ -78,6 +78,14 @@ def test_credits_serve_in_test_mode_conforms(server: str) -> None:
     assert f"credits: {server} conforms: 30 examples of up to 20 steps (derandomized)" in (
         done.stderr
     )
+
+
+def test_credits_serve_in_test_mode_on_postgresql_conforms(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with credits_test_mode(tmp_path, postgres_url) as base_url:
+        done = conformance(base_url, "--examples", "10", "--steps", "15", "--seed", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_server_that_drops_the_idempotency_key_fails_with_the_shrunk_steps(server: str) -> None:
