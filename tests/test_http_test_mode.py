@@ -192,9 +192,12 @@ def test_custom_plans_are_checked_as_any_plan(
         assert problem(answer) == (422, slug), answer.text
 
 
-def test_subscribing_at_creation_to_an_unknown_plan_is_refused(base_url: str) -> None:
-    answer = httpx.post(f"{base_url}/v1/test/accounts", json={"plan": "nope"})
-    assert problem(answer) == (422, "unknown-plan")
+def test_subscribing_at_creation_to_an_unknown_plan_is_refused_and_takes_no_slot() -> None:
+    with sandbox_server(max_accounts=1) as url:
+        for _ in range(3):
+            answer = httpx.post(f"{url}/v1/test/accounts", json={"plan": "nope"})
+            assert problem(answer) == (422, "unknown-plan")
+        new_account(url)
 
 
 def test_custom_plans_are_the_accounts_own(base_url: str) -> None:

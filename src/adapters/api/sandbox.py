@@ -46,6 +46,7 @@ from credits_domain import (
     Plan,
     Price,
     UnknownAccount,
+    UnknownPlan,
 )
 from credits_domain.errors import invariant
 from credits_domain.limits import MAX_PLAN_NAME_LENGTH
@@ -215,6 +216,8 @@ class Sandbox:
 
     def create(self, keys: ApiKeyStore, request: SandboxAccountRequest) -> SandboxAccount:
         catalogue = to_plans(request.plans)
+        if request.plan is not None and request.plan not in catalogue:
+            raise UnknownPlan(request.plan, list(catalogue))  # before a slot is taken
         clock = self.new_clock()
         service = self.new_service(clock, catalogue)
         with self._lock:
