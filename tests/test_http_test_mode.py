@@ -33,6 +33,7 @@ from credits_domain.sandbox import (
     MAX_SANDBOX_PLANS,
     sandbox_verdict,
 )
+from credits_domain.testing.http import instant
 from http_api_support import PROBLEM, client, serve
 
 SERVER_NOW = datetime(2025, 3, 31, 12, 30, 15, 123456, tzinfo=UTC)
@@ -310,3 +311,24 @@ def test_the_sandbox_starts_its_clocks_at_the_wiring_clock_in_whole_seconds() ->
     assert sandbox.new_clock().now() == SERVER_NOW.replace(microsecond=0)
     clock.advance(timedelta(days=1))
     assert sandbox.new_clock().now() == (SERVER_NOW + timedelta(days=1)).replace(microsecond=0)
+
+
+def test_the_readme_test_mode_commands_do_what_they_say() -> None:
+    from test_cli_walkthrough import curl_request, section, shell_lines
+
+    commands = shell_lines(section("Test mode: a sandbox"))
+    lines = [line.split("  #")[0] for line in commands if line.startswith("curl ")]
+    assert len(lines) == 2
+    with sandbox_server(max_accounts=1) as url, httpx.Client(timeout=10) as http:
+        port = int(url.rsplit(":", 1)[1])
+        made = http.send(curl_request(lines[0], port, ""))
+        assert made.status_code == 201, made.text
+        assert made.json()["subscription"]["plan"] == "tiny"
+        account, key = made.json()["account"], made.json()["api_key"]
+        moved = http.send(curl_request(lines[1].replace("$ACCOUNT", account), port, key))
+        assert moved.status_code == 200, moved.text
+        assert instant(moved.json()["now"]) - instant(made.json()["now"]) == timedelta(days=31)
+        balance = http.get(
+            f"{url}/v1/accounts/{account}/balance", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert balance.json()["email"] == 6  # renewed: "31 days later"
