@@ -3,12 +3,14 @@
 `serve(app)` binds a socket on a free loopback port itself (so no other process can
 take the port between choosing and binding it), runs uvicorn's Server on it in a
 thread, waits for `started`, and stops the server on exit. `ApiWorld` is one complete
-in-memory set-up: service, clock, verifier, key store, and a client per account.
+in-memory set-up: service, clock, verifier, key store, and a client per account;
+`wait_listening` waits for a server process to listen.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +59,29 @@ def serve(app: ASGIApp) -> Iterator[str]:
         server.should_exit = True
         thread.join(SHUTDOWN_TIMEOUT_S)
         sock.close()
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server process, which binds it itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_listening(
+    port: int, process: subprocess.Popen[str], timeout_s: float = STARTUP_TIMEOUT_S
+) -> None:
+    """Wait until `process` (a server started by a test) accepts connections on `port`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, f"the server did not listen on {port}"
+            time.sleep(0.05)
 
 
 def client(base_url: str, token: str | None) -> httpx.Client:

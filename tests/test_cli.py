@@ -415,6 +415,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "renew-due",
         "demo",
         "serve",
+        "conformance",
         "keys",
         "members",
         "db",

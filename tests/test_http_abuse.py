@@ -33,7 +33,7 @@ from adapters.clock import ManualClock
 from adapters.memory import InMemoryApiKeyStore, InMemoryRepository
 from adapters.verifier import ScriptedVerifier
 from credits_domain import ChargePolicy, CreditService
-from http_api_support import PROBLEM, START, STARTUP_TIMEOUT_S, api_world
+from http_api_support import PROBLEM, START, STARTUP_TIMEOUT_S, api_world, free_port, wait_listening
 
 ACME = "acme"
 UNLOCK = f"/v1/accounts/{ACME}/unlock"
@@ -419,13 +419,6 @@ def test_tls_files_are_passed_to_uvicorn(certificate: tuple[Path, Path]) -> None
 CREDITS = Path(sys.executable).parent / "credits"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def credits_serve(tmp_path: Path, *options: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """`credits serve --demo-verifier` on a new database in tmp_path, until it listens."""
@@ -439,15 +432,7 @@ def credits_serve(tmp_path: Path, *options: str) -> Iterator[tuple[int, subproce
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.communicate()
-                assert time.monotonic() < deadline, "credits serve did not listen"
-                time.sleep(0.05)
+        wait_listening(port, server)
         yield port, server
     finally:
         server.terminate()

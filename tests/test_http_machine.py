@@ -47,31 +47,22 @@ from adapters.clock import ManualClock
 from adapters.memory import InMemoryApiKeyStore, InMemoryRepository
 from adapters.verifier import ScriptedVerifier
 from credits_domain import (
-    AlreadyRefunded,
-    AlreadySubscribed,
     Balance,
-    Channel,
     ChargeResult,
     Contact,
     Credits,
     CreditsError,
     CreditService,
-    IdempotencyKeyReused,
     LedgerEntry,
-    NoActiveSubscription,
-    NotAnEmail,
-    NotCharged,
     Outcome,
     Period,
     PeriodOutOfRange,
     PlanChange,
-    RefundWindowClosed,
     Subscription,
-    SubscriptionPaused,
-    UnknownAccount,
-    UnknownPlan,
     Verdict,
 )
+from credits_domain.testing.http import PROBLEMS as HTTP_PROBLEMS
+from credits_domain.testing.http import spelled
 from credits_domain.testing.machine import ACCOUNTS, MACHINE_PLANS, START, UNIVERSE
 from credits_domain.testing.strategies import requests
 from http_api_support import client, serve
@@ -108,12 +99,7 @@ def served() -> Iterator[Served]:
 
 def dressed(contact: Contact, style: int) -> str:
     """The datum as a caller might send it; the core puts it back in canonical form."""
-    if contact.channel is Channel.EMAIL:
-        return [contact.value, contact.value.upper(), f"  {contact.value.title()} "][style % 3]
-    digits = contact.value
-    return [digits, f"{digits[:3]} {digits[3:7]} {digits[7:]}", f"{digits[:3]}-{digits[3:]}"][
-        style % 3
-    ]
+    return spelled(contact.channel.value, contact.value, style)
 
 
 Rendered = tuple[int, Any]
@@ -122,16 +108,7 @@ Json = dict[str, Any]
 # The refusals the machine can meet, as the API documents them (status, problem slug). A
 # refusal missing here fails the run: a new one must be added on purpose.
 PROBLEMS: Final[dict[type[CreditsError], tuple[int, str]]] = {
-    UnknownPlan: (422, "unknown-plan"),
-    UnknownAccount: (404, "unknown-account"),
-    AlreadySubscribed: (409, "already-subscribed"),
-    NoActiveSubscription: (409, "no-active-subscription"),
-    SubscriptionPaused: (409, "subscription-paused"),
-    IdempotencyKeyReused: (409, "idempotency-key-reused"),
-    NotCharged: (422, "not-charged"),
-    NotAnEmail: (422, "not-an-email"),
-    AlreadyRefunded: (409, "already-refunded"),
-    RefundWindowClosed: (409, "refund-window-closed"),
+    **HTTP_PROBLEMS,
     PeriodOutOfRange: (422, "invalid-request"),  # a statement of a period not begun
 }
 PROBLEM_BASE: Final = "https://credits-domain.dev/problems/"

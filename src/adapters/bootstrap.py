@@ -25,6 +25,7 @@ from credits_domain import (
     Clock,
     CreditService,
     InvalidRequest,
+    Plan,
     Repository,
     Verdict,
     Verifier,
@@ -33,6 +34,8 @@ from credits_domain import (
 if TYPE_CHECKING:
     import uvicorn
     from starlette.applications import Starlette
+
+    from adapters.api.sandbox import Sandbox
 
 DEFAULT_DATABASE_URL = "sqlite:///credits.db"
 """The embedded default: an SQLite file in the current directory."""
@@ -49,7 +52,8 @@ class Settings:
       `postgresql+psycopg://user@host/db`; `migrate=True` upgrades its schema first.
     - The verifier, one of: `verifier_url` (the verification service, production);
       `verifier_script` (a ScriptedVerifier: the script's verdicts, VALID for the rest;
-      an empty script verifies everything VALID: demos and benchmarks only); neither
+      an empty script verifies everything VALID: demos and benchmarks only);
+      `sandbox_verifier` (test mode's magic values, `credits_domain.sandbox`); none
       (NoVerifier: the service reads and renews, and any charge is a bug).
     """
 
@@ -58,11 +62,14 @@ class Settings:
     verifier_url: str | None = None
     verifier_dialect: str = "native"
     verifier_script: Mapping[str, Verdict] | None = None
+    sandbox_verifier: bool = False
     policy: ChargePolicy = attrs.field(factory=ChargePolicy)
 
     def __attrs_post_init__(self) -> None:
         if self.verifier_url is not None and self.verifier_script is not None:
             raise InvalidRequest("give either a verifier URL or a verifier script, not both")
+        if self.sandbox_verifier and (self.verifier_url, self.verifier_script) != (None, None):
+            raise InvalidRequest("the sandbox verifier takes no verifier URL or script")
 
 
 @attrs.define
@@ -94,8 +101,10 @@ class Wiring:
 
 
 def build_verifier(settings: Settings) -> Verifier:
-    from adapters.verifier import NoVerifier, ScriptedVerifier
+    from adapters.verifier import NoVerifier, SandboxVerifier, ScriptedVerifier
 
+    if settings.sandbox_verifier:
+        return SandboxVerifier()
     if settings.verifier_url is not None:
         # Only the HTTP client needs the `http` extra (httpx): reading commands run without.
         from adapters.verifier import Dialect, HttpVerifier
@@ -149,13 +158,39 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
     )
 
 
-def build_app(wiring: Wiring, *, max_batch: int | None = None) -> Starlette:
-    """The HTTP API over a wiring's service and key store."""
+def build_app(
+    wiring: Wiring, *, max_batch: int | None = None, sandbox: Sandbox | None = None
+) -> Starlette:
+    """The HTTP API over a wiring's service and key store; with `sandbox`, in test mode."""
     from adapters.api import create_app
 
     if max_batch is None:
-        return create_app(wiring.service, wiring.keys)
-    return create_app(wiring.service, wiring.keys, max_batch=max_batch)
+        return create_app(wiring.service, wiring.keys, sandbox=sandbox)
+    return create_app(wiring.service, wiring.keys, max_batch=max_batch, sandbox=sandbox)
+
+
+def build_sandbox(wiring: Wiring, *, max_accounts: int) -> Sandbox:
+    """Test mode's sandbox: per sandbox account, a CreditService over the wiring's
+    repository and verifier with a ManualClock of its own, started at the wiring's clock
+    in whole seconds (so that a client can reach a renewal's exact instant)."""
+    from adapters.api.sandbox import Sandbox
+    from adapters.clock import ManualClock
+
+    policy = wiring.service.policy
+
+    def new_service(clock: Clock, plans: Mapping[str, Plan]) -> CreditService:
+        return CreditService(
+            repository=wiring.repository,
+            verifier=wiring.verifier,
+            clock=clock,
+            policy=policy,
+            plans=plans,
+        )
+
+    def new_clock() -> ManualClock:
+        return ManualClock(wiring.clock.now().replace(microsecond=0))
+
+    return Sandbox(new_service, new_clock, max_accounts=max_accounts)
 
 
 def server_config(

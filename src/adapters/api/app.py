@@ -67,6 +67,14 @@ from adapters.api.problems import (
     domain_problem,
     problem_response,
 )
+from adapters.api.sandbox import (
+    TEST_ACCOUNTS_PATH,
+    TEST_CLOCK_PATH,
+    ClockAdvance,
+    Sandbox,
+    SandboxAccountRequest,
+    with_test_paths,
+)
 from adapters.api.shapes import RequestShapes
 from adapters.api.ui import SIGN_IN, SIGN_OUT, AccountPages, Sessions
 from credits_domain import (
@@ -197,7 +205,13 @@ def _bearer_token(request: Request) -> str:
 
 
 class _Api:
-    def __init__(self, service: CreditService, keys: ApiKeyStore, max_batch: int) -> None:
+    def __init__(
+        self,
+        service: CreditService,
+        keys: ApiKeyStore,
+        max_batch: int,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
         if max_batch > service.policy.max_batch:
@@ -205,11 +219,18 @@ class _Api:
                 f"max_batch {max_batch} is above the service's own limit "
                 f"{service.policy.max_batch}; the API must refuse first"
             )
-        self.service = service
+        self.default_service = service
         self.keys = keys
+        self.sandbox = sandbox
         self.requests = RequestShapes.bounded(max_batch)
         self.max_body_bytes = self.requests.max_body_bytes
-        self.document = openapi_document(self.requests)
+        document = openapi_document(self.requests)
+        self.document = document if sandbox is None else with_test_paths(document)
+
+    def service(self, account: str) -> CreditService:
+        """The service of `account`: in test mode, a sandbox account has its own."""
+        found = None if self.sandbox is None else self.sandbox.service_for(account)
+        return self.default_service if found is None else found
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -235,20 +256,26 @@ class _Api:
             raise UnknownAccount(account)
         return owner
 
-    def endpoint(self, handler: Handler, *, reads_body: bool) -> Callable[..., Any]:
+    def endpoint(
+        self, handler: Handler, *, reads_body: bool, authenticated: bool = True
+    ) -> Callable[..., Any]:
+        """`authenticated=False` (test mode's account creation only): no API key is read,
+        and the handler's call has no account."""
+
         async def run(request: Request) -> Response:
             instance: str = request.scope["path"]
             try:
-                token = _bearer_token(request)
+                token = _bearer_token(request) if authenticated else ""
                 body = await self._read_body(request) if reads_body else b""
-                account = request.path_params["account"]
+                account = request.path_params.get("account", "")
                 query: dict[str, list[str]] = {}
                 if request.scope["query_string"]:
                     for name, value in request.query_params.multi_items():
                         query.setdefault(name, []).append(value)
 
                 def work() -> Response:
-                    owner = self._authorize(token, account)
+                    owner = self._authorize(token, account) if authenticated else ""
+
                     schemas.check_query_names(query, _QUERY_PARAMETERS.get(handler.__name__, ()))
                     call = _Call(
                         account=owner,
@@ -291,7 +318,7 @@ class _Api:
 
     def subscribe(self, call: _Call) -> _Answer:
         plan = schemas.to_plan(schemas.decode(call.json(), shapes.PlanRequest))
-        subscription = self.service.subscribe(call.account, plan)
+        subscription = self.service(call.account).subscribe(call.account, plan)
         return _Answer(
             201,
             schemas.render_subscription(subscription),
@@ -301,25 +328,25 @@ class _Api:
         )
 
     def get_subscription(self, call: _Call) -> _Answer:
-        subscription = self.service.subscription(call.account)
+        subscription = self.service(call.account).subscription(call.account)
         return _Answer(200, schemas.render_subscription(subscription))
 
     def change_plan(self, call: _Call) -> _Answer:
         plan = schemas.to_plan(schemas.decode(call.json(), shapes.PlanRequest))
-        change = self.service.change_plan(call.account, plan)
-        subscription = self.service.subscription(call.account)
+        change = self.service(call.account).change_plan(call.account, plan)
+        subscription = self.service(call.account).subscription(call.account)
         return _Answer(200, schemas.render_plan_change(change, subscription))
 
     def cancel(self, call: _Call) -> _Answer:
-        self.service.cancel(call.account)
+        self.service(call.account).cancel(call.account)
         return self.get_subscription(call)
 
     def pause(self, call: _Call) -> _Answer:
-        self.service.pause(call.account)
+        self.service(call.account).pause(call.account)
         return self.get_subscription(call)
 
     def resume(self, call: _Call) -> _Answer:
-        self.service.resume(call.account)
+        self.service(call.account).resume(call.account)
         return self.get_subscription(call)
 
     def _charged(self, result: ChargeResult) -> _Answer:
@@ -331,14 +358,16 @@ class _Api:
         contacts = schemas.to_contacts(request.contacts, "contacts")
         key = call.idempotency_key()
         return self._charged(
-            self.service.unlock(call.account, contacts, idempotency_key=key, member=request.member)
+            self.service(call.account).unlock(
+                call.account, contacts, idempotency_key=key, member=request.member
+            )
         )
 
     def export(self, call: _Call) -> _Answer:
         request = schemas.decode(call.json(), self.requests.export)
         contacts = schemas.to_contacts(request.contacts, "contacts")
         key = call.idempotency_key()
-        result = self.service.export(
+        result = self.service(call.account).export(
             call.account,
             contacts,
             destination=request.destination,
@@ -352,12 +381,14 @@ class _Api:
         found = schemas.to_contacts(request.found, "found")
         key = call.idempotency_key()
         return self._charged(
-            self.service.enrich(call.account, found, idempotency_key=key, member=request.member)
+            self.service(call.account).enrich(
+                call.account, found, idempotency_key=key, member=request.member
+            )
         )
 
     def report_bounce(self, call: _Call) -> _Answer:
         contact = schemas.to_contact(schemas.decode(call.json(), shapes.ContactIn), "")
-        entry = self.service.report_bounce(call.account, contact)
+        entry = self.service(call.account).report_bounce(call.account, contact)
         return _Answer(201, schemas.render_entry(entry))
 
     def top_up(self, call: _Call) -> _Answer:
@@ -365,37 +396,39 @@ class _Api:
             schemas.decode(call.json(), shapes.TopUpRequest)
         )
         key = call.idempotency_key()
-        done = self.service.top_up(
+        done = self.service(call.account).top_up(
             call.account, credits, reason=reason, idempotency_key=key, expires_at=expires_at
         )
         headers = {REPLAYED_HEADER: "true"} if done.replayed else {}
         return _Answer(201, schemas.render_top_up(done), headers)
 
     def balance(self, call: _Call) -> _Answer:
-        return _Answer(200, schemas.render_balance(self.service.balance(call.account)))
+        return _Answer(
+            200, schemas.render_balance(self.service(call.account).balance(call.account))
+        )
 
     def balance_at(self, call: _Call) -> _Answer:
         at = schemas.parse_instant_param(call.query, "at")
-        past = self.service.balance_at(call.account, at)
+        past = self.service(call.account).balance_at(call.account, at)
         return _Answer(200, schemas.render_past_balance(at, past))
 
     def add_member(self, call: _Call) -> _Answer:
         request = schemas.decode(call.json(), shapes.MemberRequest)
-        added = self.service.add_member(call.account, request.member)
+        added = self.service(call.account).add_member(call.account, request.member)
         return _Answer(200, shapes.MemberAdded(member=request.member, added=added))
 
     def set_member_allowance(self, call: _Call) -> _Answer:
         request = schemas.decode(call.json(), shapes.AllowanceRequest)
         given = request.allowance
         credits = None if given is None else Credits(email=given.email, mobile=given.mobile)
-        self.service.set_member_allowance(call.account, request.member, credits)
+        self.service(call.account).set_member_allowance(call.account, request.member, credits)
         return _Answer(200, shapes.MemberAllowance(member=request.member, allowance=given))
 
     def member_usage(self, call: _Call) -> _Answer:
         member = schemas.parse_member_param(call.query)
         index = schemas.parse_period_param(call.query)
-        period = self.service.period(call.account, index)
-        used = self.service.member_usage(call.account, member, period)
+        period = self.service(call.account).period(call.account, index)
+        used = self.service(call.account).member_usage(call.account, member, period)
         return _Answer(
             200,
             shapes.MemberUsage(
@@ -407,16 +440,25 @@ class _Api:
 
     def guarantee(self, call: _Call) -> _Answer:
         index = schemas.parse_period_param(call.query)
-        period = None if index is None else self.service.period(call.account, index)
-        return _Answer(200, schemas.render_guarantee(self.service.guarantee(call.account, period)))
+        period = None if index is None else self.service(call.account).period(call.account, index)
+        return _Answer(
+            200,
+            schemas.render_guarantee(self.service(call.account).guarantee(call.account, period)),
+        )
 
     def statement(self, call: _Call) -> _Answer:
         query = schemas.StatementQuery.parse(call.query)
-        period = None if query.period is None else self.service.period(call.account, query.period)
+        period = (
+            None
+            if query.period is None
+            else self.service(call.account).period(call.account, query.period)
+        )
         page = []
         # One more than the page is read to learn whether there is a next page.
         after_seq = -1 if query.cursor is None else query.cursor
-        for entry in self.service.statement(call.account, period, after_seq=after_seq):
+        for entry in self.service(call.account).statement(
+            call.account, period, after_seq=after_seq
+        ):
             page.append(entry)
             if len(page) > query.limit:
                 break
@@ -425,6 +467,18 @@ class _Api:
         next_cursor = page[-1].seq if more else None
         return _Answer(200, schemas.render_statement(page, next_cursor, period))
 
+    # -- test mode (sandbox.py) -------------------------------------------------------
+
+    def create_test_account(self, call: _Call) -> _Answer:
+        assert self.sandbox is not None  # routed in test mode only
+        request = schemas.decode(call.json(), SandboxAccountRequest)
+        return _Answer(201, self.sandbox.create(self.keys, request))
+
+    def advance_test_clock(self, call: _Call) -> _Answer:
+        assert self.sandbox is not None  # routed in test mode only
+        request = schemas.decode(call.json(), ClockAdvance)
+        return _Answer(200, self.sandbox.advance(call.account, request.seconds))
+
 
 def create_app(
     service: CreditService,
@@ -432,14 +486,16 @@ def create_app(
     *,
     max_batch: int = DEFAULT_API_BATCH,
     sessions: Sessions | None = None,
+    sandbox: Sandbox | None = None,
 ) -> Starlette:
     """The ASGI application of the API, with its pages for people (/docs, /ui).
 
     `max_batch` bounds the contacts of one request (422 batch-too-large above it); it must
     not exceed the service policy's own bound. The body is bounded by it too, in bytes
     (`max_body_bytes`, 413 body-too-large above). `sessions` keeps the signed-in
-    browsers of /ui (default: in this process's memory, an hour each)."""
-    api = _Api(service, keys, max_batch)
+    browsers of /ui (default: in this process's memory, an hour each). `sandbox` turns
+    test mode on (`sandbox.py`): its routes, and a service per sandbox account."""
+    api = _Api(service, keys, max_batch, sandbox)
     pages = AccountPages(service, keys, sessions if sessions is not None else Sessions())
     base = "/v1/accounts/{account}"
 
@@ -524,6 +580,19 @@ def create_app(
         route("/members/allowance", {"PUT": api.set_member_allowance}),
         route("/members/usage", {"GET": api.member_usage}),
     ]
+    if sandbox is not None:
+        routes += [
+            Route(
+                TEST_ACCOUNTS_PATH,
+                api.endpoint(api.create_test_account, reads_body=True, authenticated=False),
+                methods=["POST"],
+            ),
+            Route(
+                TEST_CLOCK_PATH,
+                api.endpoint(api.advance_test_clock, reads_body=True),
+                methods=["POST"],
+            ),
+        ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     # Starlette answers /balance/ with a 307 to the URL built from the Host header: an
     # open redirect to any host a client names. A path with a trailing slash is a 404.

@@ -8,6 +8,7 @@
 - `charging`: `unlock`, `export`, `enrich`, from arguments or a CSV file (`csvfile`);
 - `demo`, `story`, `replay`: `credits demo`, its scripted story and its replay;
 - `serve`: `credits keys ...` and `credits serve` (the HTTP API, with the `http` extra);
+- `conformance`: `credits conformance BASE_URL` (the HTTP harness, `testing` extra);
 - `render`, `output`, `support`: tables, the three output formats, help pages, and what
   every command shares (options, errors and exit statuses, wiring).
 
@@ -34,8 +35,14 @@ _EXTRA_OF_MODULE = {
     "starlette": "http",
     "httpx": "http",
     "phonenumbers": "http",
+    "hypothesis": "testing",
+    "pytest": "testing",
 }
-_NEEDED_BY = {"sql": "the credits command", "http": "credits serve"}
+_NEEDED_BY = {
+    "sql": "the credits command",
+    "http": "credits serve",
+    "testing": "credits conformance",
+}
 _NEEDED_BY_MODULE = {
     "httpx": "a verification service (--verifier-url) or credits serve",
     "phonenumbers": "reading mobile numbers (unlock, export, enrich) or credits serve",

@@ -10,6 +10,7 @@
     credits demo [--db URL]                       replay the scripted story (adapters.cli.demo)
     credits keys ..., credits serve ...           the HTTP API's (adapters.cli.serve)
     credits members add|allowance|usage ...       a team's members (adapters.cli.members)
+    credits conformance BASE_URL                  check a service in test mode over HTTP
     credits db upgrade [--db URL]                 bring the schema to the newest revision
     credits --version                             the installed version
 
@@ -34,6 +35,7 @@ import typer
 from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.cli import charging, operating, reading, render, version_line
+from adapters.cli.conformance import conformance
 from adapters.cli.demo import demo
 from adapters.cli.members import members_app
 from adapters.cli.serve import register
@@ -145,6 +147,7 @@ app.command(cls=HelpCommand)(demo)
 # says which extra to install (reported by the entry point, `adapters.cli.main()`).
 register(app)
 app.add_typer(members_app, name="members")
+app.command(cls=HelpCommand)(conformance)
 app.add_typer(db_app, name="db")
 
 

@@ -8,6 +8,7 @@
                   [--ssl-certfile FILE --ssl-keyfile FILE] [--max-header-bytes BYTES]
                   [--header-timeout S] [--body-timeout S] [--keep-alive S]
                   [--max-connections N] [--max-in-flight N]
+                  [--test-mode [--max-sandbox-accounts N]]
 
 `keys create` brings the schema up to date first (it is the first step of a new
 installation); `keys revoke` and `serve` do not: a running server never changes the
@@ -23,6 +24,9 @@ point says which extra to install (adapters.cli.main()).
   protocol, or a vendor dialect with `--verifier-dialect`); the production setting.
 - `--demo-verifier`: every datum verifies VALID, in process. For demos and benchmarks
   only: it charges for data nobody verified.
+- `--test-mode`: a sandbox (adapters.api.sandbox), on the loopback only: sandbox
+  accounts with their own test clocks, verified by magic contact values
+  (credits_domain.sandbox). For checking a client, or `credits conformance`.
 Expected errors are one line on stderr and exit status 1, never a traceback.
 """
 
@@ -37,6 +41,7 @@ from adapters import bootstrap
 from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.cli.output import Column, emit
 from adapters.cli.support import (
+    EXIT_USAGE,
     AccountArgument,
     DbOption,
     DemoVerifierOption,
@@ -48,12 +53,14 @@ from adapters.cli.support import (
     VerifierDialectOption,
     VerifierUrlOption,
     bounded,
+    fail,
     reported,
     verifier_settings,
     wired,
 )
 from credits_domain import ApiKeyInfo
 from credits_domain.limits import DEFAULT_API_BATCH, MAX_ACCOUNT_ID_LENGTH, MAX_API_KEYS_PAGE
+from credits_domain.sandbox import DEFAULT_MAX_SANDBOX_ACCOUNTS
 
 DEFAULT_PORT = 8000
 
@@ -251,6 +258,24 @@ def serve(
         int,
         typer.Option(metavar="N", min=1, max=10_000, help="Requests in flight beyond N get 503."),
     ] = LIMITS.max_in_flight,
+    test_mode: Annotated[
+        bool,
+        typer.Option(
+            "--test-mode",
+            help="Serve a sandbox on the loopback only: POST /v1/test/accounts makes "
+            "accounts with clocks of their own; verdicts come from magic contact values "
+            "(see the README). Not with a verifier option.",
+        ),
+    ] = False,
+    max_sandbox_accounts: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1,
+            max=1_000_000,
+            help="Test mode: at most N sandbox accounts (then 409 sandbox-full).",
+        ),
+    ] = DEFAULT_MAX_SANDBOX_ACCOUNTS,
 ) -> None:
     """Serve the HTTP API with uvicorn.
 
@@ -263,11 +288,19 @@ def serve(
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
-    settings = verifier_settings(
-        db, verifier_url, verifier_dialect, demo_verifier, command="credits serve"
-    )
+    if test_mode:
+        settings = _test_mode_settings(db, host, verifier_url, demo_verifier)
+    else:
+        settings = verifier_settings(
+            db, verifier_url, verifier_dialect, demo_verifier, command="credits serve"
+        )
     with reported(), wired(settings) as wiring:
-        app = bootstrap.build_app(wiring, max_batch=max_batch)
+        sandbox = (
+            bootstrap.build_sandbox(wiring, max_accounts=max_sandbox_accounts)
+            if test_mode
+            else None
+        )
+        app = bootstrap.build_app(wiring, max_batch=max_batch, sandbox=sandbox)
         config = bootstrap.server_config(
             app,
             host=host,
@@ -292,8 +325,25 @@ def serve(
             )
         where = bootstrap.display_database(db)
         scheme = "https" if tls else "http"
-        typer.echo(f"credits: serving the API on {scheme}://{host}:{port} (database {where})")
+        mode = " in TEST MODE (sandbox accounts, magic verdicts)" if test_mode else ""
+        typer.echo(f"credits: serving the API{mode} on {scheme}://{host}:{port} (database {where})")
         uvicorn.Server(config).run()
+
+
+def _test_mode_settings(db: str, host: str, verifier_url: str | None, demo: bool) -> Settings:
+    if verifier_url is not None or demo:
+        fail(
+            "--test-mode verifies by magic contact values; give no --verifier-url or "
+            "--demo-verifier with it",
+            code=EXIT_USAGE,
+        )
+    if not _loopback(host):
+        fail(
+            f"--test-mode serves on the loopback only (127.0.0.1, ::1 or localhost), not "
+            f"{host}: anyone reaching it could make accounts and move their clocks",
+            code=EXIT_USAGE,
+        )
+    return Settings(database_url=db, sandbox_verifier=True)
 
 
 def _loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from adapters.verifier.refusing import NoVerifier, VerifierNotConfigured
+from adapters.verifier.sandbox import SandboxVerifier
 from adapters.verifier.scripted import ScriptedVerifier
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ __all__ = [
     "MalformedAnswer",
     "NoVerifier",
     "RetryPolicy",
+    "SandboxVerifier",
     "ScriptedVerifier",
     "Timeouts",
     "VerifierNotConfigured",
