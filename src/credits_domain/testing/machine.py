@@ -342,14 +342,16 @@ class CreditsStateMachine(RuleBasedStateMachine):
         if request.key is not None and (request.account, request.key) in self.answered:
             self._one(self.answered[(request.account, request.key)][0])
 
-    @rule(first=_requests, data=st.data())
-    def overlap(self, first: Request, data: st.DataObject) -> None:
+    @rule(first=_requests, data=st.data(), slow=st.none() | st.sampled_from(NEAR))
+    def overlap(self, first: Request, data: st.DataObject, slow: timedelta | None) -> None:
         """B runs to completion inside A's call to the verifier, between A's reserve and
-        its settle; often on A's account, with A's data or key."""
+        its settle; often on A's account, with A's data or key. A slow verifier answers
+        when A's hold lapses (`slow` is how far from that instant): A then settles
+        nothing (HoldExpired), or answers what a retry that took it over answered."""
         second = data.draw(
             st.builds(
                 Request,
-                account=st.sampled_from([first.account, *MACHINE_ACCOUNTS]),
+                account=st.sampled_from([first.account] * 3 + list(MACHINE_ACCOUNTS)),
                 operation=st.sampled_from([first.operation, *OPERATIONS]),
                 contacts=st.one_of(
                     st.just(first.contacts),
@@ -368,14 +370,22 @@ class CreditsStateMachine(RuleBasedStateMachine):
         self.model.advance(self.clock.at)
         reserved = self._reserve(first)
         nested = isinstance(reserved, ModelReservation) and reserved.verifies
+        started, answered = self.clock.at, self.clock.at
         if nested:
+            assert isinstance(reserved, ModelReservation)
+            if slow is not None and reserved.hold is not None:
+                answered = reserved.hold.expires_at + slow
+                self.clock.at = answered
+                self.model.advance(answered)
             expected_second = self._settle(self._reserve(second))
         expected_first = self._settle(reserved)
         if not nested:
             expected_second = self._settle(self._reserve(second))
         inside: list[Answer | Exception] = []
+        self.clock.at = started
 
         def run_second() -> None:
+            self.clock.at = answered
             try:
                 inside.append(self._send(second))
             except Exception as exc:  # the service would take it for a verifier failure
@@ -398,9 +408,16 @@ class CreditsStateMachine(RuleBasedStateMachine):
         self._check(second, expected_second, got_second)
         self._check(first, expected_first, got_first)
 
-    @rule(request=_requests)
-    def crash(self, request: Request) -> None:
-        """The process dies inside the verifier call: reserved, never settled (R16)."""
+    @rule(
+        request=_requests,
+        then=st.sampled_from(["leave", "retry", "retry at lapse"]),
+        near=st.sampled_from(NEAR),
+    )
+    def crash(self, request: Request, then: str, near: timedelta) -> None:
+        """The process dies inside the verifier call: reserved, never settled (R16). Then
+        the client may retry at once (RequestInFlight under its key; without one, a new
+        request the abandoned hold limits), or when the hold lapses, to the microsecond
+        (the retry takes the request over and charges once)."""
         self.model.advance(self.clock.at)
         reserved = self._reserve(request)
         dies = isinstance(reserved, ModelReservation) and reserved.verifies
@@ -408,11 +425,17 @@ class CreditsStateMachine(RuleBasedStateMachine):
         self.verifier.interlude = _raise_crash
         got = self._send(request)
         self.verifier.interlude = None
-        if expected is None:
-            assert got is CRASHED, f"{request} did not reach the verifier: {got!r}"
-        else:
+        if expected is not None:
             assert got is not CRASHED, f"{request} called the verifier; the model expected not"
             self._check(request, expected, got)
+            return
+        assert got is CRASHED, f"{request} did not reach the verifier: {got!r}"
+        assert isinstance(reserved, ModelReservation)
+        if then == "leave":
+            return
+        if then == "retry at lapse" and reserved.hold is not None:
+            self.clock.at = reserved.hold.expires_at + near
+        self._one(request)
 
     def _in_flight(self) -> list[tuple[str, str]]:
         return sorted(
@@ -533,15 +556,19 @@ class CreditsStateMachine(RuleBasedStateMachine):
     def resume(self, account: str) -> None:
         self._both(lambda: self.service.resume(account), lambda: self.model.resume(account))
 
-    @rule(account=_requesters, data=st.data(), twice=st.booleans())
+    @rule(account=_requesters, data=st.data(), twice=st.sampled_from([True, True, False]))
     def bounce(self, account: str, data: st.DataObject, twice: bool) -> None:
         """R18: a bounce refunds a charged email once; reported again (maybe spelled
-        otherwise), it is refused and refunds nothing. Mostly of data the account owns."""
+        otherwise), it is refused and refunds nothing. Mostly of emails the account owns."""
         acct = self.model.accounts.get(account)
-        owned = [c for c in UNIVERSE if acct is not None and str(c) in acct.owned]
+        owned = [
+            c
+            for c in UNIVERSE
+            if acct is not None and str(c) in acct.owned and c.channel is Channel.EMAIL
+        ]
         pick = st.sampled_from(UNIVERSE)
         if owned:
-            pick = st.sampled_from(owned) | pick
+            pick = st.sampled_from(owned) | st.sampled_from(owned) | pick
         contact = data.draw(pick.flatmap(spellings), label="datum")
         spelled = (contact, attrs.evolve(contact, text=contact.text.upper()))
         for raw in spelled[: 1 + twice]:
