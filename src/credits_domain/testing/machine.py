@@ -69,13 +69,14 @@ from credits_domain.verdict import Verdict
 START = datetime(2024, 1, 31, 9, 30, tzinfo=UTC)  # a 31st: exercises month-end clamping (R4)
 ACCOUNTS = ("acme", "globex")
 # Ids a storage key built without escaping would confuse: "acme" is a prefix of the
-# others past a ":"; "acme%3Aeu" is "acme:eu" percent-encoded; "/" splits paths; and
-# non-ASCII letters. Each account must read only its own rows.
-MACHINE_ACCOUNTS = ("acme", "acme:eu", "acme%3Aeu", "acme/zürich")
+# others past a ":"; "acme%3Aeu" is "acme:eu" percent-encoded; "/" splits paths;
+# non-ASCII letters; "Acme" is "acme" to a case-insensitive collation. Each account must
+# read only its own rows.
+MACHINE_ACCOUNTS = ("acme", "acme:eu", "acme%3Aeu", "acme/zürich", "Acme")
 UNIVERSE = contact_universe(9)
 # Keys every account uses: a key is the account's own (R17). "acme" with "eu:k1" and
-# "acme:eu" with "k1" join to the same text around a ":".
-SHARED_KEYS = ("k1", "eu:k1", "k2")
+# "acme:eu" with "k1" join to the same text around a ":"; "K1" is not "k1".
+SHARED_KEYS = ("k1", "eu:k1", "K1", "k2")
 OPERATIONS = ("unlock", "export", "enrich")
 TICK = timedelta(microseconds=1)  # the storage's resolution: the closest other instant
 NEAR: Final = (-TICK, timedelta(0), TICK)
@@ -316,7 +317,12 @@ class CreditsStateMachine(RuleBasedStateMachine):
 
     @initialize(account=st.sampled_from(MACHINE_ACCOUNTS[1:]), plan=st.sampled_from(MACHINE_PLANS))
     def second_subscription(self, account: str, plan: Plan) -> None:
-        """Another account from the start, one whose id extends the first's."""
+        """Other accounts from the start, whose ids a storage key may confuse with the
+        first's."""
+        self.subscribe(account, plan)
+
+    @initialize(account=st.sampled_from(MACHINE_ACCOUNTS[1:]), plan=st.sampled_from(MACHINE_PLANS))
+    def third_subscription(self, account: str, plan: Plan) -> None:
         self.subscribe(account, plan)
 
     @rule(account=_accounts, plan=st.sampled_from(MACHINE_PLANS))
