@@ -306,10 +306,13 @@ class CreditsStateMachine(RuleBasedStateMachine):
         if request.key is not None:
             self.answered[(request.account, request.key)] = (request, got)
 
-    def _one(self, request: Request) -> None:
+    def one(self, request: Request) -> Answer:
+        """Send one request, checked against the model; returns the system's answer."""
         self.model.advance(self.clock.at)
         expected = self._settle(self._reserve(request))
-        self._check(request, expected, self._send(request))
+        got = self._send(request)
+        self._check(request, expected, got)
+        return got
 
     @initialize(plan=st.sampled_from(MACHINE_PLANS))
     def first_subscription(self, plan: Plan) -> None:
@@ -344,9 +347,9 @@ class CreditsStateMachine(RuleBasedStateMachine):
     @rule(request=_requests)
     def charge(self, request: Request) -> None:
         """One request on its own; a keyed first answer is then repeated (R17)."""
-        self._one(request)
+        self.one(request)
         if request.key is not None and (request.account, request.key) in self.answered:
-            self._one(self.answered[(request.account, request.key)][0])
+            self.one(self.answered[(request.account, request.key)][0])
 
     @rule(first=_requests, data=st.data(), slow=st.none() | st.sampled_from(NEAR))
     def overlap(self, first: Request, data: st.DataObject, slow: timedelta | None) -> None:
@@ -373,6 +376,13 @@ class CreditsStateMachine(RuleBasedStateMachine):
             ),
             label="second",
         )
+        self.overlapping(first, second, slow)
+
+    def overlapping(
+        self, first: Request, second: Request, slow: timedelta | None = None
+    ) -> tuple[Answer, Answer]:
+        """Send A; inside its verifier call (at A's hold lapse + `slow`, if not None),
+        send B; both checked against the model. Returns both answers, A's first."""
         self.model.advance(self.clock.at)
         reserved = self._reserve(first)
         nested = isinstance(reserved, ModelReservation) and reserved.verifies
@@ -406,13 +416,15 @@ class CreditsStateMachine(RuleBasedStateMachine):
         )
         if not inside:
             self._check(first, expected_first, got_first)
-            self._check(second, expected_second, self._send(second))
-            return
-        got_second = inside[0]
-        if isinstance(got_second, Exception) and not isinstance(got_second, CreditsError):
-            raise got_second
-        self._check(second, expected_second, got_second)
+            got_second = self._send(second)
+            self._check(second, expected_second, got_second)
+            return got_first, got_second
+        got = inside[0]
+        if isinstance(got, Exception) and not isinstance(got, CreditsError):
+            raise got
+        self._check(second, expected_second, got)
         self._check(first, expected_first, got_first)
+        return got_first, got
 
     @rule(
         request=_requests,
@@ -424,6 +436,17 @@ class CreditsStateMachine(RuleBasedStateMachine):
         the client may retry at once (RequestInFlight under its key; without one, a new
         request the abandoned hold limits), or when the hold lapses, to the microsecond
         (the retry takes the request over and charges once)."""
+        reserved = self.crashing(request)
+        if reserved is None or then == "leave":
+            return
+        if then == "retry at lapse" and reserved.hold is not None:
+            self.clock.at = reserved.hold.expires_at + near
+        self.one(request)
+
+    def crashing(self, request: Request) -> ModelReservation | None:
+        """Send a request whose process dies inside its verifier call, checked against
+        the model; returns its reservation in the model, or None if it never reached the
+        verifier (then it was answered, and checked, as usual)."""
         self.model.advance(self.clock.at)
         reserved = self._reserve(request)
         dies = isinstance(reserved, ModelReservation) and reserved.verifies
@@ -434,14 +457,10 @@ class CreditsStateMachine(RuleBasedStateMachine):
         if expected is not None:
             assert got is not CRASHED, f"{request} called the verifier; the model expected not"
             self._check(request, expected, got)
-            return
+            return None
         assert got is CRASHED, f"{request} did not reach the verifier: {got!r}"
         assert isinstance(reserved, ModelReservation)
-        if then == "leave":
-            return
-        if then == "retry at lapse" and reserved.hold is not None:
-            self.clock.at = reserved.hold.expires_at + near
-        self._one(request)
+        return reserved
 
     def _in_flight(self) -> list[tuple[str, str]]:
         return sorted(
@@ -462,7 +481,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
             data.draw(spellings(Contact.of(channel_of(d), d.split(":", 1)[1])), label="datum")
             for d in canonical
         )
-        self._one(Request(account=account, operation=operation, contacts=contacts, key=key))
+        self.one(Request(account=account, operation=operation, contacts=contacts, key=key))
 
     @precondition(lambda self: bool(self.answered))
     @rule(data=st.data(), other_payload=st.booleans())
@@ -476,7 +495,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
         )
         if other_payload:
             contacts += (RawContact(UNIVERSE[0].channel, UNIVERSE[0].value),)
-        self._one(attrs.evolve(first, contacts=contacts))
+        self.one(attrs.evolve(first, contacts=contacts))
 
     # -- reading -------------------------------------------------------------------------
 
