@@ -122,10 +122,14 @@ CRASHED: Final = Crashed()
 class Request:
     """One charging request as the machine sends it: data as typed, a key or none."""
 
-    account: str
-    operation: str
-    contacts: tuple[RawContact, ...]
-    key: str | None = None
+    account: str = attrs.field(validator=attrs.validators.instance_of(str))
+    operation: str = attrs.field(validator=attrs.validators.in_(OPERATIONS))
+    contacts: tuple[RawContact, ...] = attrs.field(
+        validator=attrs.validators.deep_iterable(attrs.validators.instance_of(RawContact))
+    )
+    key: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    )
 
 
 Answer = ChargeResult | CreditsError | Crashed

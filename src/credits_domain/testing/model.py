@@ -40,6 +40,7 @@ from credits_domain.verdict import Verdict
 
 REFUND_WINDOW = timedelta(days=30)
 DEFAULT_HOLD_LIFETIME_S = 15 * 60  # ChargePolicy's default hold lifetime (R16)
+MAX_BOUNDARIES_PER_ADVANCE = 1200  # a century of monthly periods: a runaway loop beyond
 _PHONE_NOISE = " -.()\t"
 
 
@@ -47,8 +48,8 @@ _PHONE_NOISE = " -.()\t"
 class RawContact:
     """A datum as a caller typed it: its channel and its text, not canonicalised."""
 
-    channel: Channel
-    text: str
+    channel: Channel = attrs.field(validator=attrs.validators.instance_of(Channel))
+    text: str = attrs.field(validator=attrs.validators.instance_of(str))
 
 
 def datum_of(contact: Contact | RawContact) -> str:
@@ -217,7 +218,10 @@ class ReferenceModel:
         renewal's rollover cap. The state machine touches every account after every step.
         """
         for acct in self.accounts.values():
-            while (boundary := acct.next_boundary()) is not None and boundary <= now:
+            for _ in range(MAX_BOUNDARIES_PER_ADVANCE + 1):
+                boundary = acct.next_boundary()
+                if boundary is None or boundary > now:
+                    break
                 if acct.ends_at is not None and boundary >= acct.ends_at:
                     acct.holds.clear()
                     for pool in Channel:
@@ -237,6 +241,8 @@ class ReferenceModel:
                             if excess > 0:
                                 acct.append(EntryKind.FORFEIT, pool, -excess, boundary)
                     acct.grant_allowance(boundary)
+            else:
+                raise AssertionError(f"more than {MAX_BOUNDARIES_PER_ADVANCE} periods at once")
             acct.holds = [hold for hold in acct.holds if hold.expires_at > now]
 
     def due(self, now: datetime) -> list[str]:
