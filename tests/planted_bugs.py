@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import attrs
 
@@ -22,6 +22,7 @@ from adapters.memory import (
     InMemoryUnitOfWork,
     _check_key,
     _Idempotency,
+    _Owned,
 )
 from credits_domain import (
     BoughtMeanwhile,
@@ -309,6 +310,54 @@ class RefundMarkLost(_UnitsOfWorkOnly):
         return _EmbeddedOwnershipUnitOfWork(self)
 
 
+# -- 9. idempotency keys compared without case (a case-insensitive collation) ------------
+
+
+class _CaseBlindKeys(_Idempotency):
+    """The key column of a table with a case-insensitive collation (MySQL's default, SQL
+    Server's): "K1" finds the record of "k1"."""
+
+    def get(self, account: str, key: str) -> IdempotencyRecord | None:
+        return super().get(account, _check_key(key).casefold())
+
+    def put(self, record: IdempotencyRecord) -> None:
+        super().put(attrs.evolve(record, key=_check_key(record.key).casefold()))
+
+
+class _CaseBlindKeysUnitOfWork(InMemoryUnitOfWork):
+    def __init__(self, repository: InMemoryRepository) -> None:
+        super().__init__(repository)
+        self.idempotency = _CaseBlindKeys(self)
+
+
+class CaseBlindIdempotencyKeys(_UnitsOfWorkOnly):
+    def unit_of_work(self) -> InMemoryUnitOfWork:
+        return _CaseBlindKeysUnitOfWork(self)
+
+
+# -- 10. ownership keyed by account without case (a case-insensitive collation) ----------
+
+
+class _CaseBlindAccounts(dict[str, _Owned]):
+    """Ownership rows found by an account column that ignores case: "Acme" owns what
+    "acme" bought."""
+
+    def get(self, account: str, default: Any = None) -> Any:
+        return super().get(account.casefold(), default)
+
+    def __getitem__(self, account: str) -> _Owned:
+        return super().__getitem__(account.casefold())
+
+    def __setitem__(self, account: str, owned: _Owned) -> None:
+        super().__setitem__(account.casefold(), owned)
+
+
+class CaseBlindOwnership(_UnitsOfWorkOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.owned_by = _CaseBlindAccounts()
+
+
 @attrs.frozen
 class Planted:
     name: str
@@ -385,5 +434,17 @@ GALLERY: tuple[Planted, ...] = (
         "a refund mark lost when its unit of work saves the wallet (a double refund)",
         RefundMarkLost,
         caught_by=("refund_mark", "Machine"),
+    ),
+    Planted(
+        "CaseBlindIdempotencyKeys",
+        "idempotency keys compared without case: K1 replays or refuses k1's request",
+        CaseBlindIdempotencyKeys,
+        caught_by=("Machine",),
+    ),
+    Planted(
+        "CaseBlindOwnership",
+        "ownership found by account without case: Acme owns what acme bought",
+        CaseBlindOwnership,
+        caught_by=("Machine",),
     ),
 )

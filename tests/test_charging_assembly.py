@@ -39,7 +39,7 @@ from credits_domain.charging import (
     settle,
 )
 from credits_domain.testing import strategies as cst
-from credits_domain.testing.model import Purchase, ReferenceModel
+from credits_domain.testing.model import Purchase, ReferenceModel, datum_of
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 UNIVERSE = cst.contact_universe(9)
@@ -378,7 +378,9 @@ def test_settle_and_assembly_answer_what_the_reference_model_answers(
     charged are what the model took from the balance."""
     model = ReferenceModel(bill_catch_all=bill_catch_all)
     model.subscribe("acme", plan, START)
-    model.accounts["acme"].owned = {c: Purchase(pool=c.channel, credits=1, at=START) for c in owned}
+    model.accounts["acme"].owned = {
+        datum_of(c): Purchase(pool=c.channel, credits=1, at=START) for c in owned
+    }
     expected = model.charge("acme", request, script.__getitem__, START)
 
     charge_request = request_of(request)

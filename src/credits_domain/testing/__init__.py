@@ -4,9 +4,11 @@ Needs the `testing` extra (hypothesis, pytest); the core never imports it.
 
 - `strategies`: Hypothesis strategies for contacts (raw and canonical), verdicts, plans,
   instants, requests and scenarios.
-- `ReferenceModel`: an independent, naive model of the rules (the oracle).
+- `ReferenceModel`: an independent, naive model of the rules (the oracle), with its own
+  canonical form of a datum (`model.datum_of(RawContact)`).
 - `make_state_machine(repository_factory)`: a RuleBasedStateMachine that runs a real
-  CreditService on your Repository against the model (R12, R15, R20 as invariants).
+  CreditService on your Repository against the model: requests that overlap or crash
+  between reserve and settle, retries, every statement entry by entry after every step.
 - `RepositoryContract`, `ApiKeyStoreContract`: the contract test suites every Repository
   and ApiKeyStore adapter passes, error paths included.
 - `ChargePathContract`: the contract of the optional set-based charging port

@@ -1,14 +1,21 @@
 """An independent, deliberately naive model of the rules, the oracle of the state machine.
 
-It shares no code with the Wallet or the service beyond the value types: no holds, no
-phases, no storage, its own month arithmetic. What it computes is what docs/rules.md says a
-single-threaded system must answer; the system under test must answer the same.
+It shares no code with the Wallet or the service beyond the value types: no phases kept
+in storage, its own month arithmetic, its own canonical form of a datum (R12: it reads a
+contact's text as the caller typed it, `RawContact`, and never asks `Contact` to
+canonicalise it). What it computes is what docs/rules.md says the system must answer,
+including for requests that overlap (`reserve`, then other requests, then `settle`) and
+for requests abandoned between the two (their hold lives until it lapses, R16).
+
+Everything is kept per account: balances, holds, data owned, idempotency keys (R17) and
+the ledger, entry by entry (R19, R21), so that a statement can be compared line by line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import attrs
 
@@ -17,17 +24,54 @@ from credits_domain.contact import Channel, Contact
 from credits_domain.errors import (
     AlreadyRefunded,
     AlreadySubscribed,
+    HoldExpired,
+    IdempotencyKeyReused,
     NoActiveSubscription,
     NotAnEmail,
     NotCharged,
     RefundWindowClosed,
+    RequestInFlight,
     SubscriptionPaused,
     UnknownAccount,
 )
+from credits_domain.ledger import EntryKind
 from credits_domain.plans import Plan
 from credits_domain.verdict import Verdict
 
 REFUND_WINDOW = timedelta(days=30)
+DEFAULT_HOLD_LIFETIME_S = 15 * 60  # ChargePolicy's default hold lifetime (R16)
+MAX_BOUNDARIES_PER_ADVANCE = 1200  # a century of monthly periods: a runaway loop beyond
+_PHONE_NOISE = " -.()\t"
+
+
+@attrs.frozen
+class RawContact:
+    """A datum as a caller typed it: its channel and its text, not canonicalised."""
+
+    channel: Channel = attrs.field(validator=attrs.validators.instance_of(Channel))
+    text: str = attrs.field(validator=attrs.validators.instance_of(str))
+
+
+def datum_of(contact: Contact | RawContact) -> str:
+    """The model's own canonical form of a datum, as "channel:value" (the ledger's cause).
+
+    R12: an email is trimmed and lower-cased; a mobile number loses the spaces, dashes,
+    dots and parentheses people put in it. Written here again, not borrowed from
+    `Contact`, so that a canonicalisation bug of the system cannot hide in the oracle.
+    """
+    if isinstance(contact, Contact):
+        channel, text = contact.channel, contact.value
+    else:
+        channel, text = contact.channel, contact.text
+    if channel is Channel.EMAIL:
+        value = text.strip().lower()
+    else:
+        value = "".join(ch for ch in text.strip() if ch not in _PHONE_NOISE)
+    return f"{channel.value}:{value}"
+
+
+def channel_of(datum: str) -> Channel:
+    return Channel(datum.split(":", 1)[0])
 
 
 def nth_month(anchor: datetime, n: int) -> datetime:
@@ -47,6 +91,64 @@ class Purchase:
     refunded: bool = False
 
 
+@attrs.frozen(kw_only=True)
+class ModelEntry:
+    """One ledger line as the model writes it (R19): what a statement entry must say."""
+
+    kind: EntryKind
+    pool: Channel
+    amount: int
+    at: datetime
+    balance_after: int
+    datum: str | None = None
+
+
+@attrs.define(eq=False)
+class ModelHold:
+    """Credits held by a request between its reserve and its settle (R16)."""
+
+    credits: dict[Channel, int]
+    expires_at: datetime
+
+
+Fingerprint = tuple[str, tuple[str, ...]]  # (operation, the data in canonical form, in order)
+
+
+@attrs.define(eq=False)
+class KeyRecord:
+    """An idempotency key of one account (R17): in flight until `outcomes` is set."""
+
+    fingerprint: Fingerprint
+    owner: ModelReservation
+    outcomes: list[Outcome] | None = None
+
+
+@attrs.frozen
+class Replay:
+    """The answer to a repeat of a finished request (R17): the first answer's outcomes."""
+
+    outcomes: list[Outcome]
+
+
+@attrs.define(eq=False)
+class ModelReservation:
+    """A request reserved and not settled yet: what it holds and what it may charge."""
+
+    account: str
+    data: list[str]  # the request's data, canonical, in order, repeats included
+    owned_at_reserve: frozenset[str]
+    candidates: list[str]  # first occurrences not owned at reserve, in order
+    capacity: dict[Channel, int]
+    hold: ModelHold | None
+    key: str | None
+    prices: list[tuple[Channel, int]]  # each candidate's (pool, credits), aligned
+
+    @property
+    def verifies(self) -> bool:
+        """Whether the system must call the verifier: some candidate fits the hold."""
+        return any(self.capacity[pool] >= credits for pool, credits in self.prices)
+
+
 @attrs.define
 class ModelAccount:
     plan: Plan
@@ -56,17 +158,51 @@ class ModelAccount:
     ends_at: datetime | None = None
     pending: Plan | None = None
     balance: dict[Channel, int] = attrs.field(factory=lambda: dict.fromkeys(Channel, 0))
-    owned: dict[Contact, Purchase] = attrs.field(factory=dict)
+    owned: dict[str, Purchase] = attrs.field(factory=dict)  # by `datum_of`
+    holds: list[ModelHold] = attrs.field(factory=list)
+    keys: dict[str, KeyRecord] = attrs.field(factory=dict)
+    ledger: list[ModelEntry] = attrs.field(factory=list)
 
-    def grant_allowance(self) -> None:
+    def append(
+        self, kind: EntryKind, pool: Channel, amount: int, at: datetime, datum: str | None = None
+    ) -> None:
+        self.balance[pool] += amount
+        self.ledger.append(
+            ModelEntry(
+                kind=kind,
+                pool=pool,
+                amount=amount,
+                at=at,
+                balance_after=self.balance[pool],
+                datum=datum,
+            )
+        )
+
+    def grant_allowance(self, at: datetime) -> None:
         for pool in Channel:
-            self.balance[pool] += self.plan.monthly.of(pool)
+            if self.plan.monthly.of(pool):
+                self.append(EntryKind.GRANT, pool, self.plan.monthly.of(pool), at)
+
+    def held(self, pool: Channel) -> int:
+        return sum(hold.credits[pool] for hold in self.holds)
+
+    def available(self, pool: Channel) -> int:
+        return self.balance[pool] - self.held(pool)
+
+    def next_boundary(self) -> datetime | None:
+        return None if self.status == "lapsed" else nth_month(self.anchor, self.index + 1)
+
+
+T = TypeVar("T", Contact, RawContact)
 
 
 class ReferenceModel:
-    def __init__(self, *, bill_catch_all: bool = False) -> None:
+    def __init__(
+        self, *, bill_catch_all: bool = False, hold_lifetime_s: int = DEFAULT_HOLD_LIFETIME_S
+    ) -> None:
         self.accounts: dict[str, ModelAccount] = {}
         self.bill_catch_all = bill_catch_all
+        self.hold_lifetime_s = hold_lifetime_s
 
     def _get(self, account: str) -> ModelAccount:
         if account not in self.accounts:
@@ -74,13 +210,24 @@ class ReferenceModel:
         return self.accounts[account]
 
     def advance(self, now: datetime) -> None:
-        """Apply every period boundary up to `now`, to every account (R4..R7)."""
+        """Apply every period boundary up to `now`, to every account (R4..R7), then release
+        the holds whose lifetime has lapsed by `now` (R16).
+
+        The system applies both when an account is next touched, boundaries first: a hold
+        that lapsed before a boundary crossed in the same jump still counts at that
+        renewal's rollover cap. The state machine touches every account after every step.
+        """
         for acct in self.accounts.values():
-            while acct.status != "lapsed" and nth_month(acct.anchor, acct.index + 1) <= now:
-                boundary = nth_month(acct.anchor, acct.index + 1)
+            for _ in range(MAX_BOUNDARIES_PER_ADVANCE + 1):
+                boundary = acct.next_boundary()
+                if boundary is None or boundary > now:
+                    break
                 if acct.ends_at is not None and boundary >= acct.ends_at:
+                    acct.holds.clear()
+                    for pool in Channel:
+                        if acct.balance[pool]:
+                            acct.append(EntryKind.FORFEIT, pool, -acct.balance[pool], boundary)
                     acct.status, acct.ends_at, acct.pending = "lapsed", None, None
-                    acct.balance = dict.fromkeys(Channel, 0)
                     continue
                 acct.index += 1
                 if acct.pending is not None:
@@ -89,16 +236,31 @@ class ReferenceModel:
                     cap = acct.plan.rollover_cap
                     if cap is not None:
                         for pool in Channel:
-                            acct.balance[pool] = min(acct.balance[pool], cap.of(pool))
-                    acct.grant_allowance()
+                            # Held credits are kept above the cap until they settle.
+                            excess = acct.balance[pool] - max(cap.of(pool), acct.held(pool))
+                            if excess > 0:
+                                acct.append(EntryKind.FORFEIT, pool, -excess, boundary)
+                    acct.grant_allowance(boundary)
+            else:
+                raise AssertionError(f"more than {MAX_BOUNDARIES_PER_ADVANCE} periods at once")
+            acct.holds = [hold for hold in acct.holds if hold.expires_at > now]
+
+    def due(self, now: datetime) -> list[str]:
+        """The accounts a renewal run at `now` must renew: a boundary at or before `now`."""
+        return [
+            account
+            for account, acct in self.accounts.items()
+            if (boundary := acct.next_boundary()) is not None and boundary <= now
+        ]
 
     def subscribe(self, account: str, plan: Plan, now: datetime) -> None:
         acct = self.accounts.get(account)
         if acct is not None and acct.status != "lapsed":
             raise AlreadySubscribed(account)
-        owned = acct.owned if acct is not None else {}
-        fresh = ModelAccount(plan=plan, anchor=now, owned=owned)
-        fresh.grant_allowance()
+        fresh = ModelAccount(plan=plan, anchor=now)
+        if acct is not None:  # R12, R17, R19: data, keys and ledger outlive a lapse
+            fresh.owned, fresh.keys, fresh.ledger = acct.owned, acct.keys, acct.ledger
+        fresh.grant_allowance(now)
         self.accounts[account] = fresh
 
     def change_plan(self, account: str, plan: Plan, now: datetime) -> None:
@@ -112,11 +274,12 @@ class ReferenceModel:
         start, end = nth_month(acct.anchor, acct.index), nth_month(acct.anchor, acct.index + 1)
         left_s = int((end - now).total_seconds())
         length_s = int((end - start).total_seconds())
-        for pool in Channel:
-            acct.balance[pool] += (
-                (plan.monthly.of(pool) - acct.plan.monthly.of(pool)) * left_s // length_s
-            )
+        old = acct.plan
         acct.plan, acct.pending = plan, None
+        for pool in Channel:
+            extra = (plan.monthly.of(pool) - old.monthly.of(pool)) * left_s // length_s
+            if extra > 0:
+                acct.append(EntryKind.GRANT, pool, extra, now)
 
     def cancel(self, account: str) -> None:
         acct = self._get(account)
@@ -145,56 +308,177 @@ class ReferenceModel:
             raise SubscriptionPaused(account)
         return acct
 
+    # -- charging: reserve, settle (R10, R12, R15..R17) ----------------------------------
+
+    def reserve(
+        self,
+        account: str,
+        operation: str,
+        contacts: Sequence[Contact | RawContact],
+        now: datetime,
+        *,
+        key: str | None = None,
+    ) -> ModelReservation | Replay:
+        """The first phase of a request: R17's answer for a key seen before, or the credits
+        held for its new data, `min(cost, available)` per pool (R15, R16)."""
+        acct = self._get(account)
+        data = [datum_of(contact) for contact in contacts]
+        fingerprint = (operation, tuple(data))
+        record = acct.keys.get(key) if key is not None else None
+        if record is not None:
+            if record.fingerprint != fingerprint:
+                raise IdempotencyKeyReused(account, str(key))
+            if record.outcomes is not None:
+                return Replay(list(record.outcomes))
+            if record.owner.hold is not None and record.owner.hold in acct.holds:
+                raise RequestInFlight(account, str(key))
+            # The first attempt was abandoned and holds nothing now: this one takes over.
+        acct = self._require_active(account)
+        candidates = [d for d in dict.fromkeys(data) if d not in acct.owned]
+        prices = [self._price(acct.plan, d) for d in candidates]
+        capacity = {
+            pool: min(sum(c for p, c in prices if p is pool), acct.available(pool))
+            for pool in Channel
+        }
+        hold = None
+        if any(capacity.values()):
+            hold = ModelHold(
+                credits=capacity, expires_at=now + timedelta(seconds=self.hold_lifetime_s)
+            )
+            acct.holds.append(hold)
+        reservation = ModelReservation(
+            account=account,
+            data=data,
+            owned_at_reserve=frozenset(acct.owned),
+            candidates=candidates,
+            capacity=capacity,
+            hold=hold,
+            key=key,
+            prices=prices,
+        )
+        if key is not None:
+            acct.keys[key] = KeyRecord(fingerprint=fingerprint, owner=reservation)
+        return reservation
+
+    @staticmethod
+    def _price(plan: Plan, datum: str) -> tuple[Channel, int]:
+        price = plan.price_of(channel_of(datum))
+        return price.pool, price.credits
+
+    def settle(
+        self,
+        reservation: ModelReservation,
+        verdict_of: Callable[[str], Verdict],
+        now: datetime,
+    ) -> list[Outcome] | Replay:
+        """The second phase: walk the candidates in order against the hold (R15); data that
+        another request bought since the reserve are free (R12), and their credits serve
+        the data after them. Charges, releases the hold, answers the request's key."""
+        acct = self.accounts[reservation.account]
+        key = reservation.key
+        if key is not None:
+            record = acct.keys[key]
+            if record.owner is not reservation:  # a retry took the request over
+                if record.outcomes is not None:
+                    return Replay(list(record.outcomes))
+                raise HoldExpired(reservation.account)
+        if reservation.hold is not None and reservation.hold not in acct.holds:
+            raise HoldExpired(reservation.account)
+        learned: set[str] = set()  # bought meanwhile, learned when about to charge them
+        for _ in range(len(reservation.candidates) + 1):
+            decided = self._walk(reservation, learned, verdict_of)
+            meanwhile = {d for d, o in decided.items() if o is Outcome.CHARGED and d in acct.owned}
+            if not meanwhile:
+                break
+            learned |= meanwhile
+        if reservation.hold is not None:
+            acct.holds.remove(reservation.hold)
+        for datum, price in zip(reservation.candidates, reservation.prices, strict=True):
+            if decided[datum] is Outcome.CHARGED:
+                pool, credits = price
+                acct.append(EntryKind.CHARGE, pool, -credits, now, datum)
+                acct.owned[datum] = Purchase(pool=pool, credits=credits, at=now)
+        outcomes: list[Outcome] = []
+        seen: set[str] = set()
+        for datum in reservation.data:
+            if datum in seen:
+                outcomes.append(Outcome.DUPLICATE_IN_REQUEST)
+            elif datum in reservation.owned_at_reserve:
+                outcomes.append(Outcome.ALREADY_OWNED)
+            else:
+                outcomes.append(decided[datum])
+            seen.add(datum)
+        if key is not None:
+            acct.keys[key].outcomes = outcomes
+        return outcomes
+
+    def _walk(
+        self,
+        reservation: ModelReservation,
+        learned: set[str],
+        verdict_of: Callable[[str], Verdict],
+    ) -> dict[str, Outcome]:
+        left = dict(reservation.capacity)
+        decided: dict[str, Outcome] = {}
+        for datum, (pool, credits) in zip(reservation.candidates, reservation.prices, strict=True):
+            if datum in learned:
+                decided[datum] = Outcome.ALREADY_OWNED
+            elif credits > left[pool]:
+                decided[datum] = Outcome.INSUFFICIENT_CREDITS
+            elif self._billable(verdict_of(datum)):
+                left[pool] -= credits
+                decided[datum] = Outcome.CHARGED
+            else:
+                decided[datum] = Outcome.NOT_VERIFIED
+        return decided
+
+    def _billable(self, verdict: Verdict) -> bool:
+        return verdict is Verdict.VALID or (self.bill_catch_all and verdict is Verdict.CATCH_ALL)
+
     def charge(
         self,
         account: str,
-        contacts: Sequence[Contact],
-        verdict_of: Callable[[Contact], Verdict],
+        contacts: Sequence[T],
+        verdict_of: Callable[[T], Verdict],
         now: datetime,
     ) -> list[Outcome]:
-        """R10, R12, R15: settle in order against the balance, first occurrence pays."""
-        acct = self._require_active(account)
-        outcomes: list[Outcome] = []
-        seen: set[Contact] = set()
-        for contact in contacts:
-            if contact in seen:
-                outcomes.append(Outcome.DUPLICATE_IN_REQUEST)
-                continue
-            seen.add(contact)
-            if contact in acct.owned:
-                outcomes.append(Outcome.ALREADY_OWNED)
-                continue
-            price = acct.plan.price_of(contact.channel)
-            verdict = verdict_of(contact)
-            billable = verdict is Verdict.VALID or (
-                self.bill_catch_all and verdict is Verdict.CATCH_ALL
-            )
-            if price.credits > acct.balance[price.pool]:
-                outcomes.append(Outcome.INSUFFICIENT_CREDITS)
-            elif billable:
-                acct.balance[price.pool] -= price.credits
-                acct.owned[contact] = Purchase(pool=price.pool, credits=price.credits, at=now)
-                outcomes.append(Outcome.CHARGED)
-            else:
-                outcomes.append(Outcome.NOT_VERIFIED)
+        """R10, R12, R15: a request without a key, reserved and settled at once."""
+        first: Mapping[str, T] = {datum_of(c): c for c in reversed(contacts)}
+        reservation = self.reserve(account, "unlock", contacts, now)
+        assert isinstance(reservation, ModelReservation)
+        outcomes = self.settle(reservation, lambda datum: verdict_of(first[datum]), now)
+        assert not isinstance(outcomes, Replay)
         return outcomes
 
-    def bounce(self, account: str, contact: Contact, now: datetime) -> None:
+    def bounce(self, account: str, contact: Contact | RawContact, now: datetime) -> None:
         """R18: one refund per charged email, within 30 days."""
-        if contact.channel is not Channel.EMAIL:
-            raise NotAnEmail(str(contact))
+        datum = datum_of(contact)
+        if channel_of(datum) is not Channel.EMAIL:
+            raise NotAnEmail(datum)
         acct = self._get(account)
         if acct.status == "lapsed":
             raise NoActiveSubscription(account)
-        purchase = acct.owned.get(contact)
+        purchase = acct.owned.get(datum)
         if purchase is None:
-            raise NotCharged(str(contact))
+            raise NotCharged(datum)
         if purchase.refunded:
-            raise AlreadyRefunded(str(contact))
+            raise AlreadyRefunded(datum)
         if now - purchase.at > REFUND_WINDOW:
-            raise RefundWindowClosed(str(contact))
+            raise RefundWindowClosed(datum)
         purchase.refunded = True
-        acct.balance[purchase.pool] += purchase.credits
+        acct.append(EntryKind.REFUND, purchase.pool, purchase.credits, now, datum)
 
     def balance(self, account: str) -> dict[Channel, int]:
         return dict(self._get(account).balance)
+
+    def available(self, account: str) -> dict[Channel, int]:
+        acct = self._get(account)
+        return {pool: acct.available(pool) for pool in Channel}
+
+    def balance_at(self, account: str, at: datetime) -> dict[Channel, int]:
+        """R21: each pool's balance after its last entry at or before `at`."""
+        past = dict.fromkeys(Channel, 0)
+        for entry in self._get(account).ledger:
+            if entry.at <= at:
+                past[entry.pool] = entry.balance_after
+        return past

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from credits_domain.contact import Channel, Contact
 from credits_domain.plans import PLANS, Credits, Plan, Price
+from credits_domain.testing.model import RawContact
 from credits_domain.verdict import Verdict
 
 _LOCAL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12)
@@ -136,3 +137,32 @@ def scenarios(universe: Sequence[Contact], *, max_steps: int = 20) -> st.SearchS
     )
     advance = st.builds(lambda d: Step(kind="advance_days", days=d), st.integers(1, 45))
     return st.lists(st.one_of(charge, charge, advance), max_size=max_steps)
+
+
+def spellings(contact: Contact) -> st.SearchStrategy[RawContact]:
+    """A datum as callers type it (R12): an email in any case with stray outer spaces or
+    tabs; a mobile number in E.164, as the core takes it."""
+    if contact.channel is Channel.MOBILE:
+        return st.just(RawContact(Channel.MOBILE, contact.value))
+
+    def dress(upper: list[bool], pad: tuple[str, str]) -> RawContact:
+        cased = "".join(
+            ch.upper() if up else ch for ch, up in zip(contact.value, upper, strict=False)
+        )
+        return RawContact(Channel.EMAIL, pad[0] + cased + contact.value[len(cased) :] + pad[1])
+
+    return st.builds(
+        dress,
+        st.lists(st.booleans(), max_size=len(contact.value)),
+        st.tuples(st.sampled_from(["", "", " ", "\t"]), st.sampled_from(["", "", " ", "  "])),
+    )
+
+
+def raw_requests(
+    universe: Sequence[Contact], max_size: int = 8
+) -> st.SearchStrategy[list[RawContact]]:
+    """A request's data as typed, drawn with repetition from `universe`, each spelled anew:
+    the same datum twice in one request may be spelled two ways (R12)."""
+    return st.lists(
+        st.sampled_from(list(universe)).flatmap(spellings), min_size=0, max_size=max_size
+    )

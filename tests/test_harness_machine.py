@@ -1,0 +1,146 @@
+"""The state machine's overlapping requests, crashes and raw spellings, step by step.
+
+Each test drives the harness's machine (`credits_domain.testing.make_state_machine`) on the
+in-memory adapter through one scenario, by its own methods: every answer is checked
+against the reference model inside them, and the test then says what that answer is, so
+a model that predicted something else fails here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from adapters.memory import InMemoryRepository
+from credits_domain import (
+    Channel,
+    ChargeResult,
+    EntryKind,
+    HoldExpired,
+    Outcome,
+    RequestInFlight,
+)
+from credits_domain.testing.machine import (
+    MACHINE_PLANS,
+    TICK,
+    CreditsStateMachine,
+    Request,
+)
+from credits_domain.testing.model import RawContact, datum_of
+
+TINY, LARGE = MACHINE_PLANS[0], MACHINE_PLANS[-1]
+
+
+def email(text: str) -> RawContact:
+    return RawContact(Channel.EMAIL, text)
+
+
+def unlock(account: str, *texts: str, key: str | None = None) -> Request:
+    return Request(account=account, operation="unlock", contacts=tuple(map(email, texts)), key=key)
+
+
+def outcomes(answer: object) -> list[Outcome]:
+    assert isinstance(answer, ChargeResult), answer
+    return [item.outcome for item in answer.items]
+
+
+@pytest.fixture
+def machine() -> Iterator[CreditsStateMachine]:
+    state = CreditsStateMachine(InMemoryRepository)
+    yield state
+    state.statements_balances_and_model_agree()
+    state.teardown()
+
+
+def test_whoever_settles_first_pays_and_the_other_gets_the_datum_free(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", LARGE)
+    first, second = machine.overlapping(
+        unlock("acme", "a@corp.com", "b@corp.com"), unlock("acme", "B@corp.com")
+    )
+    assert outcomes(second) == [Outcome.CHARGED]
+    assert outcomes(first) == [Outcome.CHARGED, Outcome.ALREADY_OWNED]
+
+
+def test_credits_held_by_a_request_being_verified_limit_another(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)  # 3 email credits, all held by the first request
+    first, second = machine.overlapping(
+        unlock("acme", "a@corp.com", "b@corp.com", "c@corp.com"), unlock("acme", "d@corp.com")
+    )
+    assert outcomes(second) == [Outcome.INSUFFICIENT_CREDITS]
+    assert outcomes(first) == [Outcome.CHARGED] * 3
+
+
+def test_another_account_overlaps_without_a_trace(machine: CreditsStateMachine) -> None:
+    machine.subscribe("acme", TINY)
+    machine.subscribe("acme:eu", TINY)
+    first, second = machine.overlapping(
+        unlock("acme", "a@corp.com", key="k1"), unlock("acme:eu", "a@corp.com", key="k1")
+    )
+    assert outcomes(first) == outcomes(second) == [Outcome.CHARGED]
+
+
+def test_an_abandoned_request_is_in_flight_until_its_hold_lapses_then_taken_over(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)
+    request = unlock("acme", "a@corp.com", key="k1")
+    reserved = machine.crashing(request)
+    assert reserved is not None and reserved.hold is not None
+    machine.statements_balances_and_model_agree()  # 1 credit held: available 2
+    assert machine.service.balance("acme").email_available == 2
+    assert isinstance(machine.one(request), RequestInFlight)
+    machine.clock.at = reserved.hold.expires_at - TICK
+    assert isinstance(machine.one(request), RequestInFlight)
+    machine.clock.at = reserved.hold.expires_at
+    assert outcomes(machine.one(request)) == [Outcome.CHARGED]
+    replay = machine.one(request)
+    assert isinstance(replay, ChargeResult) and replay.replayed
+    charges = [e for e in machine.service.statement("acme") if e.kind is EntryKind.CHARGE]
+    assert len(charges) == 1
+
+
+def test_a_verifier_slower_than_the_hold_charges_nothing(machine: CreditsStateMachine) -> None:
+    machine.subscribe("acme", TINY)
+    first, second = machine.overlapping(
+        unlock("acme", "a@corp.com"), unlock("acme", "b@corp.com"), slow=timedelta(0)
+    )
+    assert isinstance(first, HoldExpired)
+    assert outcomes(second) == [Outcome.CHARGED]
+
+
+def test_a_retry_that_took_over_answers_for_the_slow_first_attempt(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)
+    request = unlock("acme", "a@corp.com", key="k1")
+    first, retry = machine.overlapping(request, request, slow=TICK)
+    assert outcomes(retry) == [Outcome.CHARGED]
+    assert isinstance(retry, ChargeResult) and not retry.replayed
+    assert isinstance(first, ChargeResult) and first.replayed
+    assert first.items == retry.items
+
+
+def test_the_model_canonicalises_raw_spellings_on_its_own(
+    machine: CreditsStateMachine,
+) -> None:
+    assert datum_of(email(" Person0@Corp.COM\t")) == "email:person0@corp.com"
+    machine.subscribe("acme", TINY)
+    answer = machine.one(unlock("acme", " PERSON0@corp.com ", "person0@CORP.com", key="K1"))
+    assert outcomes(answer) == [Outcome.CHARGED, Outcome.DUPLICATE_IN_REQUEST]
+    again = machine.one(unlock("acme", "person0@corp.com", "\tPerson0@corp.com", key="K1"))
+    assert isinstance(again, ChargeResult) and again.replayed
+
+
+def test_a_bounce_reported_twice_refunds_once(machine: CreditsStateMachine) -> None:
+    machine.subscribe("acme", TINY)
+    machine.one(unlock("acme", "a@corp.com"))
+    machine._bounce("acme", email("a@corp.com"))
+    machine._bounce("acme", email(" A@corp.com"))  # refused: AlreadyRefunded, on both sides
+    refunds = [e for e in machine.service.statement("acme") if e.kind is EntryKind.REFUND]
+    assert len(refunds) == 1
