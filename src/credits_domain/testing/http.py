@@ -73,7 +73,7 @@ from credits_domain.errors import (
 )
 from credits_domain.plans import PLANS, Credits, Plan, Price
 from credits_domain.sandbox import MAX_CLOCK_ADVANCE_S, sandbox_verdict
-from credits_domain.testing.model import ReferenceModel, nth_month
+from credits_domain.testing.model import ReferenceModel, channel_of, nth_month
 
 PROBLEM_BASE: Final = "https://credits-domain.dev/problems/"
 SLOTS: Final = (0, 1)  # two sandbox accounts per example
@@ -651,7 +651,9 @@ class HttpServiceMachine(RuleBasedStateMachine):
         account = self.accounts[slot]
         modelled = account.model.accounts.get(account.id)
         bought = sorted(
-            c.value for c in (modelled.owned if modelled else {}) if c.channel is Channel.EMAIL
+            datum.split(":", 1)[1]
+            for datum in (modelled.owned if modelled else {})
+            if channel_of(datum) is Channel.EMAIL
         )
         if owned < len(bought):
             contact = ("email", spelled("email", bought[owned], owned), bought[owned])

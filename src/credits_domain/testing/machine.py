@@ -101,8 +101,9 @@ MACHINE_PLANS = (
 
 
 def hold_lifetime_s(policy: ChargePolicy) -> int:
-    """How long an abandoned request's hold lives (R16): the one place the harness reads it."""
-    return policy.hold_ttl_s
+    """How long an abandoned request's hold lives: its lease, which nobody renews once the
+    request is gone (R16, R17); the one place the harness reads it."""
+    return policy.lease_s
 
 
 class _Crash(BaseException):

@@ -36,10 +36,12 @@ from credits_domain.errors import (
 )
 from credits_domain.ledger import EntryKind
 from credits_domain.plans import Plan
+from credits_domain.policy import ChargePolicy
 from credits_domain.verdict import Verdict
 
 REFUND_WINDOW = timedelta(days=30)
-DEFAULT_HOLD_LIFETIME_S = 15 * 60  # ChargePolicy's default hold lifetime (R16)
+# An abandoned request's hold lives as long as its lease, which nobody renews (R16, R17).
+DEFAULT_HOLD_LIFETIME_S = ChargePolicy().lease_s
 MAX_BOUNDARIES_PER_ADVANCE = 1200  # a century of monthly periods: a runaway loop beyond
 _PHONE_NOISE = " -.()\t"
 
