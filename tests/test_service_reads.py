@@ -127,3 +127,15 @@ def test_refusals_name_no_python_call() -> None:
         assert not re.search(r"\w\(\)", str(error)), str(error)
     assert "change its plan" in str(found[1])
     assert "resume its subscription" in str(found[2])
+
+
+def test_r4_a_read_that_crosses_a_boundary_of_a_paused_account_saves_it() -> None:
+    """R4, R6: a paused account's boundary writes no ledger entry, but the read that applies
+    it still saves the wallet, so the renewal job does not find it due again. Found by the
+    state machine: renew_due() answered 1 after balance() had applied the boundary."""
+    w = make_world()
+    w.service.subscribe(ACCOUNT, "boost")
+    w.service.pause(ACCOUNT)
+    w.clock.advance(timedelta(days=40))
+    w.service.balance(ACCOUNT)
+    assert w.service.renew_due() == 0

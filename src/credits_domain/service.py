@@ -465,10 +465,12 @@ class CreditService:
             if wallet is None:
                 raise UnknownAccount(account)
             now = self._now()
-            seq, holds = wallet.next_seq, len(wallet.holds)
-            wallet.catch_up(now)
-            wallet.release_expired_holds(now)
-            if wallet.next_seq != seq or len(wallet.holds) != holds or wallet.pending_entries:
+            seq = wallet.next_seq
+            # A boundary may write no entry (a paused account, a lapse at zero): it still
+            # changed the wallet, which the renewal job must not find due again.
+            boundaries = wallet.catch_up(now)
+            released = wallet.release_expired_holds(now)
+            if boundaries or released or wallet.next_seq != seq or wallet.pending_entries:
                 uow.save_wallet(wallet)  # touching an account applies what time has done
             return read(wallet)
 

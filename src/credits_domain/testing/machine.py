@@ -572,7 +572,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
             self.clock.at = max(self.clock.at, boundary + near)
         due = self.model.due(self.clock.at)
         renewed = self.service.renew_due(batch_size=1)
-        assert renewed >= len(due), f"renewed {renewed} accounts at {self.clock.at}; due: {due}"
+        assert renewed == len(due), f"renewed {renewed} accounts at {self.clock.at}; due: {due}"
 
     @rule(account=_accounts)
     def cancel(self, account: str) -> None:
