@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import attrs
 
@@ -33,6 +33,10 @@ from credits_domain import (
 if TYPE_CHECKING:
     import uvicorn
     from starlette.applications import Starlette
+
+    from adapters.webhooks import EndpointStore, EventSource
+    from adapters.webhooks.delivery import DeliveryLimits, PassReport
+    from adapters.webhooks.runner import WebhookRunner
 
 DEFAULT_DATABASE_URL = "sqlite:///credits.db"
 """The embedded default: an SQLite file in the current directory."""
@@ -74,6 +78,7 @@ class Wiring:
     keys: ApiKeyStore
     verifier: Verifier
     clock: Clock
+    webhooks: EndpointStore  # the webhook endpoints (R24), in the same database
     _closers: list[object] = attrs.field(factory=list, alias="closers")
 
     def close(self) -> None:
@@ -116,7 +121,7 @@ def build_verifier(settings: Settings) -> Verifier:
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
     """Open the database, make the verifier, and wire a CreditService over them."""
-    from adapters.sql import SqlApiKeyStore, SqlRepository
+    from adapters.sql import SqlApiKeyStore, SqlEndpointStore, SqlRepository
 
     clock = clock if clock is not None else SystemClock()
     repository = SqlRepository.connect(settings.database_url, migrate=settings.migrate)
@@ -145,7 +150,51 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
         keys=keys,
         verifier=verifier,
         clock=clock,
+        webhooks=SqlEndpointStore(repository.engine),
         closers=closers,
+    )
+
+
+def event_source(service: CreditService) -> EventSource:
+    """The outbox that webhooks deliver (R24): the service's `events`."""
+    events = getattr(service, "events", None)
+    if events is None:  # pragma: no cover - until the outbox is merged in
+        from adapters.webhooks import NoEvents
+
+        return NoEvents()
+    return cast("EventSource", service)
+
+
+def deliver_webhooks(
+    wiring: Wiring,
+    *,
+    limits: DeliveryLimits | None = None,
+    after_id: str | None = None,
+) -> PassReport:
+    """One bounded delivery pass over the wiring's endpoints (`credits webhooks deliver`)."""
+    import random
+
+    from adapters.webhooks.delivery import DeliveryLimits, deliver_pass, new_client
+
+    limits = limits if limits is not None else DeliveryLimits()
+    with new_client(limits.timeout_s) as client:
+        return deliver_pass(
+            store=wiring.webhooks,
+            source=event_source(wiring.service),
+            client=client,
+            clock=wiring.clock,
+            draw=random.random,
+            limits=limits,
+            after_id=after_id,
+        )
+
+
+def webhook_runner(wiring: Wiring, *, interval_s: float = 1.0) -> WebhookRunner:
+    """Delivery passes in a background thread (`credits serve`); start() and stop() it."""
+    from adapters.webhooks.runner import WebhookRunner
+
+    return WebhookRunner(
+        lambda after_id: deliver_webhooks(wiring, after_id=after_id), interval_s=interval_s
     )
 
 
