@@ -334,3 +334,23 @@ def test_the_runner_survives_a_failing_pass() -> None:
     runner.join(timeout_s=10)
     assert runner.errors == 3 and runner.passes == 3
     assert calls == [None, None, None]
+
+
+def test_a_stopping_pass_ends_before_its_next_request(world: World, receiver: Receiver) -> None:
+    endpoint = world.endpoint(receiver.url)
+    world.endpoint(receiver.url, "other")
+    world.emit(3)
+    world.emit(3, "other")
+    report = deliver_pass(
+        store=world.store,
+        source=world.source,
+        client=world.client,
+        clock=world.clock,
+        draw=world.draw,
+        stopping=lambda: len(receiver.received) >= 1,
+    )
+    assert report.delivered == 1 and len(receiver.received) == 1
+    assert (
+        world.state(endpoint).last_seq + sum(e.last_seq for e in world.store.endpoints("other"))
+        == 1
+    )  # what was sent is saved; the rest waits for the next pass

@@ -12,7 +12,7 @@ adapter work without the `sql` extra.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
 
@@ -170,6 +170,7 @@ def deliver_webhooks(
     *,
     limits: DeliveryLimits | None = None,
     after_id: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> PassReport:
     """One bounded delivery pass over the wiring's endpoints (`credits webhooks deliver`)."""
     import random
@@ -186,6 +187,7 @@ def deliver_webhooks(
             draw=random.random,
             limits=limits,
             after_id=after_id,
+            stopping=stopping,
         )
 
 
@@ -193,9 +195,11 @@ def webhook_runner(wiring: Wiring, *, interval_s: float = 1.0) -> WebhookRunner:
     """Delivery passes in a background thread (`credits serve`); start() and stop() it."""
     from adapters.webhooks.runner import WebhookRunner
 
-    return WebhookRunner(
-        lambda after_id: deliver_webhooks(wiring, after_id=after_id), interval_s=interval_s
+    runner = WebhookRunner(
+        lambda after_id: deliver_webhooks(wiring, after_id=after_id, stopping=runner.stopping),
+        interval_s=interval_s,
     )
+    return runner
 
 
 def build_app(wiring: Wiring, *, max_batch: int | None = None) -> Starlette:

@@ -10,6 +10,7 @@
     credits demo [--db URL]                       replay the scripted story (adapters.cli.demo)
     credits keys ..., credits serve ...           the HTTP API's (adapters.cli.serve)
     credits members add|allowance|usage ...       a team's members (adapters.cli.members)
+    credits webhooks add|list|remove|deliver ...  webhook endpoints (adapters.cli.webhooks)
     credits db upgrade [--db URL]                 bring the schema to the newest revision
     credits --version                             the installed version
 
@@ -45,6 +46,7 @@ from adapters.cli.support import (
     reported,
     wired,
 )
+from adapters.cli.webhooks import webhooks_app
 
 app = typer.Typer(
     cls=RootGroup,
@@ -145,6 +147,7 @@ app.command(cls=HelpCommand)(demo)
 # says which extra to install (reported by the entry point, `adapters.cli.main()`).
 register(app)
 app.add_typer(members_app, name="members")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(db_app, name="db")
 
 

@@ -175,12 +175,15 @@ def _deliver_endpoint(
     draw: Callable[[], float],
     backoff: Backoff,
     limits: DeliveryLimits,
+    stopping: Callable[[], bool],
 ) -> list[Attempt]:
     attempts: list[Attempt] = []
     events = source.events(
         endpoint.account, after_seq=endpoint.last_seq or None, limit=limits.max_events
     )
     for event in events[: limits.max_events]:
+        if stopping():
+            break
         invariant(event.seq == endpoint.last_seq + 1, "the outbox gives seqs without gaps")
         if event.at < endpoint.created_at:
             # Before the endpoint existed: not its business. The cursor moves on.
@@ -227,13 +230,17 @@ def deliver_pass(
     backoff: Backoff = Backoff(),
     limits: DeliveryLimits = DeliveryLimits(),
     after_id: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> PassReport:
     """One bounded pass over the endpoints due now (after `after_id`, by id): each gets
     its pending events in order until one fails. `draw` gives the jitter's random
-    numbers in [0, 1) (`random.random`; a fixed sequence in tests)."""
+    numbers in [0, 1) (`random.random`; a fixed sequence in tests). Once `stopping()`
+    answers True the pass ends before its next request (what was sent is saved)."""
     due: Sequence[Endpoint] = store.due(clock.now(), after_id=after_id, limit=limits.max_endpoints)
     attempts: list[Attempt] = []
     for endpoint in due[: limits.max_endpoints]:
+        if stopping():
+            break
         attempts += _deliver_endpoint(
             endpoint,
             store=store,
@@ -243,6 +250,7 @@ def deliver_pass(
             draw=draw,
             backoff=backoff,
             limits=limits,
+            stopping=stopping,
         )
     return PassReport(
         attempts=tuple(attempts),

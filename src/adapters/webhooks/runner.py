@@ -3,8 +3,8 @@
 `credits serve` starts one beside the HTTP API: passes read the outbox and the endpoint
 store on their own connections, so a slow or dead endpoint holds up only its own
 deliveries, never a charge. Each pass is bounded (`DeliveryLimits`); the thread waits
-`interval_s` between passes, and `stop()` ends it at the next pause (after the request
-in flight at most: one `timeout_s`).
+`interval_s` between passes, and `stop()` ends it after the request in flight (at most
+one `timeout_s`): a pass given the runner's `stopping` ends before its next request.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ class WebhookRunner:
         self.delivered = 0
         self.failed = 0
         self.errors = 0
+
+    def stopping(self) -> bool:
+        """Whether `stop()` was called: a pass in progress ends before its next request."""
+        return self._stopping.is_set()
 
     def start(self) -> None:
         if self._thread is not None:
