@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -168,3 +168,29 @@ def test_serve_runs_deliveries_beside_the_api_and_stops_cleanly(
     assert err.decode().strip().splitlines()[-1] == "credits: error: interrupted"
     assert b"Traceback" not in err + out
     assert b"webhook delivery pass failed" not in err  # passes ran without error
+
+
+def test_the_readme_receiver_accepts_a_delivery_and_refuses_a_forgery(
+    cli: Cli, source: ListSource, receiver: Receiver
+) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Webhooks", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    space: dict[str, object] = {}
+    exec(compile(code.group(1), "README.md", "exec"), space)
+    receive = space["receive"]
+    assert callable(receive)
+    # A receiver checks the timestamp against its own clock: deliver at the real time.
+    cli.clock.set(datetime.now(UTC))
+    _, secret = _add(cli, receiver.url)
+    source.emit("acme", cli.clock.now())
+    cli.ok("webhooks", "deliver")
+    (got,) = receiver.received
+    event = receive(secret, got.body, got.headers)
+    assert event["type"] == "credits.low" and event["data"]["seq"] == 1
+    assert receive(secret, got.body + b" ", got.headers) is None
+    other = "whsec_" + "B" * 43 + "="
+    assert receive(other, got.body, got.headers) is None
