@@ -96,13 +96,12 @@ class EndpointStoreContract:
             made[1], attempts=1, failing_since=T0, next_attempt_at=T0 + timedelta(seconds=30)
         )
         store.save_state(later)
-        store.save_state(made[2].failed(T0 + timedelta(days=4), retry_in_s=1, why="x"))
-        store.save_state(attrs.evolve(made[2], failing_since=T0))
-        store.save_state(
-            attrs.evolve(made[3], failing_since=T0).failed(
-                T0 + timedelta(days=3), retry_in_s=1, why="x"
-            )
-        )
+        # failing, and due again now: due
+        store.save_state(made[2].failed(T0 - timedelta(seconds=5), retry_in_s=5, why="x"))
+        # failing for 3 days: disabled, never due again
+        failing = made[3].failed(T0 - timedelta(days=3), retry_in_s=5, why="x")
+        store.save_state(failing.failed(T0, retry_in_s=5, why="x"))
+        assert store.endpoints(made[3].account)[0].disabled
         ids = [e.endpoint_id for e in store.due(T0, limit=100)]
         assert ids == [made[0].endpoint_id, made[2].endpoint_id, made[4].endpoint_id]
         at_retry = [e.endpoint_id for e in store.due(T0 + timedelta(seconds=30), limit=100)]
@@ -110,6 +109,9 @@ class EndpointStoreContract:
         assert [e.endpoint_id for e in store.due(T0, limit=1)] == [made[0].endpoint_id]
         page = store.due(T0, after_id=made[0].endpoint_id, limit=1)
         assert [e.endpoint_id for e in page] == [made[2].endpoint_id]
+        assert store.due(T0 + timedelta(days=365), after_id=made[2].endpoint_id, limit=9) == [
+            store.endpoints(made[4].account)[0]
+        ]
         with pytest.raises(InvalidRequest):
             store.due(T0, limit=1_001)
 

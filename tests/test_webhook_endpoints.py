@@ -4,13 +4,16 @@ on what a client gives it (URL scheme and length, endpoints per account)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from adapters.sql import SqlEndpointStore, create_engine, upgrade
 from adapters.sql.webhooks import metadata as webhook_metadata
 from adapters.webhooks import (
+    DISABLE_AFTER,
     MAX_URL_LENGTH,
     EndpointStore,
     InvalidWebhookUrl,
@@ -19,6 +22,7 @@ from adapters.webhooks import (
     new_secret,
     register,
 )
+from credits_domain import InvalidRequest
 from endpoint_store_contract import T0, EndpointStoreContract, counting_bytes
 from sql_checks import column_differences
 
@@ -99,3 +103,25 @@ def test_a_secret_is_whsec_and_base64_of_24_to_64_bytes() -> None:
         new_secret(bytes(23))
     with pytest.raises(ValueError, match="24 to 64"):
         new_secret(bytes(65))
+
+
+def test_an_endpoint_state_that_contradicts_itself_is_refused() -> None:
+    made = register(
+        MemoryEndpointStore(), "acme", "https://a.test/", at=T0, random_bytes=counting_bytes()
+    )
+    with pytest.raises(ValueError, match="iff attempts"):
+        attrs.evolve(made, failing_since=T0)
+    with pytest.raises(ValueError, match="both disabled_at and disabled_reason"):
+        attrs.evolve(made, disabled_at=T0)
+    disabled = made.failed(T0, retry_in_s=1, why="x").failed(
+        T0 + DISABLE_AFTER, retry_in_s=1, why="x"
+    )
+    assert disabled.disabled and disabled.next_attempt_at is None
+    with pytest.raises(ValueError, match="no next attempt"):
+        attrs.evolve(disabled, next_attempt_at=T0)
+    almost = made.failed(T0, retry_in_s=1, why="x").failed(
+        T0 + DISABLE_AFTER - timedelta(microseconds=1), retry_in_s=1, why="x"
+    )
+    assert not almost.disabled and almost.attempts == 2
+    with pytest.raises(InvalidRequest, match="not after the cursor"):
+        made.delivered(0)

@@ -271,6 +271,8 @@ def test_events_before_the_endpoint_existed_are_not_sent(world: World, receiver:
     world.emit(2)
     world.clock.advance(timedelta(seconds=1))
     endpoint = world.endpoint(receiver.url)
+    assert world.deliver().attempts == ()
+    assert world.state(endpoint).last_seq == 2  # skipped, and saved
     world.emit()
     assert [a.seq for a in world.deliver().attempts] == [3]
     assert receiver.seqs() == [3]

@@ -181,15 +181,17 @@ def _deliver_endpoint(
     events = source.events(
         endpoint.account, after_seq=endpoint.last_seq or None, limit=limits.max_events
     )
+    skipped = False  # the cursor moved past events older than the endpoint, unsaved
     for event in events[: limits.max_events]:
         if stopping():
             break
         invariant(event.seq == endpoint.last_seq + 1, "the outbox gives seqs without gaps")
         if event.at < endpoint.created_at:
-            # Before the endpoint existed: not its business. The cursor moves on.
-            endpoint = endpoint.delivered(event.seq)
-            store.save_state(endpoint)
+            # Before the endpoint existed: not its business. The cursor moves on, saved
+            # once for the run of them (a new endpoint of an old account skips many).
+            endpoint, skipped = endpoint.delivered(event.seq), True
             continue
+        skipped = False
         now = clock.now()
         why = _post(client, endpoint, event, int(now.timestamp()))
         done = clock.now()
@@ -203,6 +205,8 @@ def _deliver_endpoint(
         store.save_state(endpoint)
         attempts.append(_attempt(endpoint, event, ok=False, outcome=why))
         break  # the endpoint's next event waits for this one
+    if skipped:
+        store.save_state(endpoint)
     return attempts
 
 

@@ -164,13 +164,21 @@ class Endpoint:
     account: str = attrs.field(validator=lambda _i, _a, v: check_account(v))
     url: str = attrs.field(validator=lambda _i, _a, v: check_url(v))
     secret: str = attrs.field(validator=_secret, repr=False)
-    created_at: datetime = attrs.field(validator=_utc_or_none)
+    created_at: datetime = attrs.field(validator=lambda _i, a, v: require_utc(v, a.name))
     last_seq: int = attrs.field(default=0, validator=_not_negative)
     failing_since: datetime | None = attrs.field(default=None, validator=_utc_or_none)
     attempts: int = attrs.field(default=0, validator=_not_negative)
     next_attempt_at: datetime | None = attrs.field(default=None, validator=_utc_or_none)
     disabled_at: datetime | None = attrs.field(default=None, validator=_utc_or_none)
     disabled_reason: str | None = attrs.field(default=None, validator=_reason)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.failing_since is None) != (self.attempts == 0):
+            raise ValueError("an endpoint is failing (failing_since set) iff attempts > 0")
+        if (self.disabled_at is None) != (self.disabled_reason is None):
+            raise ValueError("a disabled endpoint has both disabled_at and disabled_reason")
+        if self.disabled_at is not None and self.next_attempt_at is not None:
+            raise ValueError("a disabled endpoint has no next attempt")
 
     @property
     def disabled(self) -> bool:
