@@ -22,8 +22,11 @@ MAX_DELAY_S = 30.0  # a delayed answer ends at the latest then; stop() ends it a
 
 @attrs.frozen(kw_only=True)
 class Reply:
+    """A status, after `delay_s`, or once `gate` is set (at most `MAX_DELAY_S`)."""
+
     status: int = 204
     delay_s: float = 0.0
+    gate: threading.Event | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,6 +67,10 @@ class Receiver:
                 )
                 if reply.delay_s and receiver._stopping.wait(min(reply.delay_s, MAX_DELAY_S)):
                     return
+                if reply.gate is not None:
+                    for _ in range(int(MAX_DELAY_S / 0.05)):  # bounded; stop() ends it too
+                        if reply.gate.wait(0.05) or receiver._stopping.is_set():
+                            break
                 self.send_response(reply.status)
                 self.send_header("content-length", "2")
                 self.end_headers()
