@@ -417,6 +417,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "serve",
         "keys",
         "members",
+        "webhooks",
         "db",
     ]
 
