@@ -3,7 +3,8 @@ on what a client gives it (URL scheme and length, endpoints per account)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from adapters.sql import SqlEndpointStore, create_engine, upgrade
 from adapters.sql.webhooks import metadata as webhook_metadata
 from adapters.webhooks import (
     DISABLE_AFTER,
+    MAX_ENDPOINTS_PER_ACCOUNT,
     MAX_URL_LENGTH,
     EndpointStore,
     InvalidWebhookUrl,
     MemoryEndpointStore,
+    TooManyEndpoints,
     check_url,
     new_secret,
     register,
@@ -125,3 +128,51 @@ def test_an_endpoint_state_that_contradicts_itself_is_refused() -> None:
     assert not almost.disabled and almost.attempts == 2
     with pytest.raises(InvalidRequest, match="not after the cursor"):
         made.delivered(0)
+
+
+def _race_adds(store: EndpointStore, tries: int) -> list[BaseException]:
+    """`tries` adds for one account at once, from as many threads; their errors."""
+    barrier = threading.Barrier(tries)
+    errors: list[BaseException] = []
+    draws = counting_bytes()
+    lock = threading.Lock()
+    endpoints = []
+    for _ in range(tries):  # drawn up front: counting_bytes is not thread-safe
+        endpoints.append((draws(12), draws(32)))
+
+    def add(n: int) -> None:
+        ids, secret = endpoints[n]
+        barrier.wait(timeout=30)
+        try:
+            register(store, "acme", f"https://a.test/{n}", at=T0, random_bytes=_given(ids, secret))
+        except BaseException as error:
+            with lock:
+                errors.append(error)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(tries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
+def _given(*chunks: bytes) -> Callable[[int], bytes]:
+    left = list(chunks)
+    return lambda n: left.pop(0)
+
+
+@pytest.mark.postgres
+def test_adds_at_once_never_pass_the_limit_on_postgres(postgres_url: str) -> None:
+    for store in sql_store(postgres_url):
+        tries = MAX_ENDPOINTS_PER_ACCOUNT + 6
+        errors = _race_adds(store, tries)
+        assert len(store.endpoints("acme")) == MAX_ENDPOINTS_PER_ACCOUNT
+        assert len(errors) == 6 and all(isinstance(e, TooManyEndpoints) for e in errors)
+
+
+def test_adds_at_once_never_pass_the_limit_on_sqlite(tmp_path: Path) -> None:
+    for store in sql_store(f"sqlite:///{tmp_path / 'credits.db'}"):
+        errors = _race_adds(store, MAX_ENDPOINTS_PER_ACCOUNT + 6)
+        assert len(store.endpoints("acme")) == MAX_ENDPOINTS_PER_ACCOUNT
+        assert len(errors) == 6 and all(isinstance(e, TooManyEndpoints) for e in errors)
