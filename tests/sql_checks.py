@@ -124,6 +124,27 @@ def entry(**values: Any) -> sa.Executable:
     return sa.insert(ledger).values({**row, **values})
 
 
+def column_differences(db_url: str, metadata: sa.MetaData) -> list[Any]:
+    """What differs between `metadata`'s tables and the database the migrations make at
+    `db_url`: tables, columns, types and nullability (indexes are the migrations' own)."""
+    upgrade(db_url)
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+    ours = set(metadata.tables)
+    return [
+        d
+        for d in differences
+        if not isinstance(d, tuple)  # a list of modify_* tuples for one column
+        or d[0] in ("add_table", "add_column", "remove_column")
+        or (d[0] == "remove_table" and d[1].name in ours)
+    ]
+
+
 class StatementCounter:
     """Counts the statements (round trips) sent to the database."""
 
@@ -394,23 +415,7 @@ class SqlAdapterChecks:
     def test_the_adapter_uses_exactly_the_columns_the_migrations_create(self, db_url: str) -> None:
         # The adapter's table objects and the migrations are written separately; a column,
         # type or nullability that differs would fail only at run time, on one dialect.
-        upgrade(db_url)
-        engine = create_engine(db_url)
-        try:
-            with engine.connect() as connection:
-                context = MigrationContext.configure(connection, opts={"compare_type": True})
-                differences = compare_metadata(context, sql_metadata)
-        finally:
-            engine.dispose()
-        ours = set(sql_metadata.tables)
-        column_level = [
-            d
-            for d in differences
-            if not isinstance(d, tuple)  # a list of modify_* tuples for one column
-            or d[0] in ("add_table", "add_column", "remove_column")
-            or (d[0] == "remove_table" and d[1].name in ours)
-        ]
-        assert column_level == []
+        assert column_differences(db_url, sql_metadata) == []
 
     def test_a_database_newer_than_the_package_is_refused(self, db_url: str) -> None:
         upgrade(db_url)

@@ -418,6 +418,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "conformance",
         "keys",
         "members",
+        "webhooks",
         "db",
     ]
 

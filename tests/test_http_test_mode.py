@@ -25,6 +25,7 @@ from adapters.api.sandbox import Sandbox
 from adapters.clock import ManualClock
 from adapters.memory import InMemoryApiKeyStore, InMemoryRepository
 from adapters.verifier import SandboxVerifier
+from adapters.webhooks import MemoryEndpointStore
 from credits_domain import ChargePolicy, Contact, CreditService, Verdict
 from credits_domain.sandbox import (
     MAGIC_EMAIL_DOMAINS,
@@ -54,7 +55,12 @@ def sandbox_server(*, max_accounts: int = 50, sandbox: bool = True) -> Iterator[
     )
     keys = InMemoryApiKeyStore(clock=server_clock)
     wiring = bootstrap.Wiring(
-        service=service, repository=repository, keys=keys, verifier=verifier, clock=server_clock
+        service=service,
+        repository=repository,
+        keys=keys,
+        verifier=verifier,
+        clock=server_clock,
+        webhooks=MemoryEndpointStore(),
     )
     made = bootstrap.build_sandbox(wiring, max_accounts=max_accounts) if sandbox else None
     with serve(create_app(service, keys, max_batch=50, sandbox=made)) as base_url:
@@ -306,6 +312,7 @@ def test_the_sandbox_starts_its_clocks_at_the_wiring_clock_in_whole_seconds() ->
         keys=InMemoryApiKeyStore(clock=clock),
         verifier=verifier,
         clock=clock,
+        webhooks=MemoryEndpointStore(),
     )
     sandbox: Sandbox = bootstrap.build_sandbox(wiring, max_accounts=1)
     assert sandbox.new_clock().now() == SERVER_NOW.replace(microsecond=0)

@@ -12,9 +12,9 @@ adapter work without the `sql` extra.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import attrs
 
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from adapters.api.sandbox import Sandbox
+    from adapters.webhooks import EndpointStore, EventSource
+    from adapters.webhooks.delivery import DeliveryLimits, PassReport
+    from adapters.webhooks.runner import WebhookRunner
 
 DEFAULT_DATABASE_URL = "sqlite:///credits.db"
 """The embedded default: an SQLite file in the current directory."""
@@ -81,6 +84,7 @@ class Wiring:
     keys: ApiKeyStore
     verifier: Verifier
     clock: Clock
+    webhooks: EndpointStore  # the webhook endpoints (R24), in the same database
     _closers: list[object] = attrs.field(factory=list, alias="closers")
 
     def close(self) -> None:
@@ -125,7 +129,7 @@ def build_verifier(settings: Settings) -> Verifier:
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
     """Open the database, make the verifier, and wire a CreditService over them."""
-    from adapters.sql import SqlApiKeyStore, SqlRepository
+    from adapters.sql import SqlApiKeyStore, SqlEndpointStore, SqlRepository
 
     clock = clock if clock is not None else SystemClock()
     repository = SqlRepository.connect(settings.database_url, migrate=settings.migrate)
@@ -154,8 +158,56 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
         keys=keys,
         verifier=verifier,
         clock=clock,
+        webhooks=SqlEndpointStore(repository.engine),
         closers=closers,
     )
+
+
+def event_source(service: CreditService) -> EventSource:
+    """The outbox that webhooks deliver (R24): the service's `events`."""
+    events = getattr(service, "events", None)
+    if events is None:  # pragma: no cover - until the outbox is merged in
+        from adapters.webhooks import NoEvents
+
+        return NoEvents()
+    return cast("EventSource", service)
+
+
+def deliver_webhooks(
+    wiring: Wiring,
+    *,
+    limits: DeliveryLimits | None = None,
+    after_id: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> PassReport:
+    """One bounded delivery pass over the wiring's endpoints (`credits webhooks deliver`)."""
+    import random
+
+    from adapters.webhooks.delivery import DeliveryLimits, deliver_pass, new_client
+
+    limits = limits if limits is not None else DeliveryLimits()
+    with new_client(limits.timeout_s) as client:
+        return deliver_pass(
+            store=wiring.webhooks,
+            source=event_source(wiring.service),
+            client=client,
+            clock=wiring.clock,
+            draw=random.random,
+            limits=limits,
+            after_id=after_id,
+            stopping=stopping,
+        )
+
+
+def webhook_runner(wiring: Wiring, *, interval_s: float = 1.0) -> WebhookRunner:
+    """Delivery passes in a background thread (`credits serve`); start() and stop() it."""
+    from adapters.webhooks.runner import WebhookRunner
+
+    runner = WebhookRunner(
+        lambda after_id: deliver_webhooks(wiring, after_id=after_id, stopping=runner.stopping),
+        interval_s=interval_s,
+    )
+    return runner
 
 
 def build_app(

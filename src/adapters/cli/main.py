@@ -11,6 +11,7 @@
     credits keys ..., credits serve ...           the HTTP API's (adapters.cli.serve)
     credits members add|allowance|usage ...       a team's members (adapters.cli.members)
     credits conformance BASE_URL                  check a service in test mode over HTTP
+    credits webhooks add|list|remove|deliver ...  webhook endpoints (adapters.cli.webhooks)
     credits db upgrade [--db URL]                 bring the schema to the newest revision
     credits --version                             the installed version
 
@@ -47,6 +48,7 @@ from adapters.cli.support import (
     reported,
     wired,
 )
+from adapters.cli.webhooks import webhooks_app
 
 app = typer.Typer(
     cls=RootGroup,
@@ -148,6 +150,7 @@ app.command(cls=HelpCommand)(demo)
 register(app)
 app.add_typer(members_app, name="members")
 app.command(cls=HelpCommand)(conformance)
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(db_app, name="db")
 
 

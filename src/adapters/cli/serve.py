@@ -19,6 +19,9 @@ schema, and on an old one (or a database file that does not exist) they say to r
 starlette, httpx); it imports it before anything else, so that without it the entry
 point says which extra to install (adapters.cli.main()).
 
+`serve` also delivers webhooks (R24) continuously, in a background thread: one bounded
+pass a second (adapters.webhooks.runner), stopped when the server stops.
+
 `serve` needs a verifier, and refuses to start without one rather than pick one:
 - `--verifier-url URL`: the verification service, called by `HttpVerifier` (our JSON
   protocol, or a vendor dialect with `--verifier-dialect`); the production setting.
@@ -280,6 +283,7 @@ def serve(
     """Serve the HTTP API with uvicorn.
 
     Needs a verifier: --verifier-url URL (the verification service) or --demo-verifier.
+    Webhooks (credits webhooks add) are delivered in the background while it runs.
     The OpenAPI document is served at /openapi.json. The schema is never changed: run
     `credits db upgrade` first. Listening beyond the loopback without TLS warns: API
     keys would cross the network in clear (give --ssl-certfile and --ssl-keyfile, or put
@@ -327,7 +331,14 @@ def serve(
         scheme = "https" if tls else "http"
         mode = " in TEST MODE (sandbox accounts, magic verdicts)" if test_mode else ""
         typer.echo(f"credits: serving the API{mode} on {scheme}://{host}:{port} (database {where})")
-        uvicorn.Server(config).run()
+        # Webhooks (R24) in a thread of their own, outside every request: a slow or dead
+        # endpoint delays only its own deliveries. Stopped once the server has stopped.
+        webhooks = bootstrap.webhook_runner(wiring)
+        webhooks.start()
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            webhooks.stop()
 
 
 def _test_mode_settings(db: str, host: str, verifier_url: str | None, demo: bool) -> Settings:

@@ -10,7 +10,8 @@ The package's rooms, in the order a statement travels:
 - `engine`: one set-up per dialect (SQLite: WAL, BEGIN IMMEDIATE; PostgreSQL: psycopg 3);
 - `errors`: where driver errors become domain errors (none escapes this package);
 - `migrate` and `migrations/`: the schema's Alembic revisions;
-- `unit_of_work`, `repository`: the port itself; `api_keys`: the API key store.
+- `unit_of_work`, `repository`: the port itself; `api_keys`: the API key store;
+  `webhooks`: the webhook endpoint registry (R24).
 """
 
 from adapters.sql.api_keys import SqlApiKeyStore
@@ -32,6 +33,7 @@ from adapters.sql.migrate import Upgraded, schema_head, schema_revision, schema_
 from adapters.sql.repository import SqlRepository
 from adapters.sql.schema import UtcInstant
 from adapters.sql.unit_of_work import SqlUnitOfWork
+from adapters.sql.webhooks import SqlEndpointStore
 
 __all__ = [
     "DEFAULT_LOCK_WAIT_S",
@@ -39,6 +41,7 @@ __all__ = [
     "DatabaseNotFound",
     "SchemaOutOfDate",
     "SqlApiKeyStore",
+    "SqlEndpointStore",
     "SqlRepository",
     "SqlUnitOfWork",
     "UnknownSchemaRevision",
