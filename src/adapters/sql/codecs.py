@@ -19,6 +19,8 @@ from credits_domain import (
     Contact,
     Credits,
     EntryKind,
+    Event,
+    EventType,
     Grant,
     Hold,
     IdempotencyRecord,
@@ -134,7 +136,35 @@ def wallet_values(wallet: Wallet) -> dict[str, Any]:
         "next_boundary_at": wallet.next_boundary_at,
         "grants": grants_to_json(wallet.grants) if wallet.grants else None,
         "members": members_to_json(wallet.members) if wallet.members else None,
+        "next_event_seq": wallet.next_event_seq,
+        "low_thresholds": {
+            p.value: v for p, v in sorted(wallet.low_thresholds.items(), key=_by_pool)
+        }
+        or None,
+        "low_email": wallet.low_threshold(Channel.EMAIL),
+        "low_mobile": wallet.low_threshold(Channel.MOBILE),
     }
+
+
+def _by_pool(item: tuple[Channel, int]) -> str:
+    return item[0].value
+
+
+def event_values(event: Event) -> dict[str, Any]:
+    """R24: an event as a row of `credits_events`."""
+    return {
+        "account": event.account,
+        "seq": event.seq,
+        "type": event.type.value,
+        "at": event.at,
+        "data": dict(event.data),
+    }
+
+
+def event_from_row(row: Row[Any]) -> Event:
+    return Event(
+        account=row.account, seq=row.seq, type=EventType(row.type), at=row.at, data=row.data
+    )
 
 
 def members_to_json(members: Mapping[str, Member]) -> dict[str, Any]:
@@ -233,6 +263,8 @@ def wallet_from_rows(row: Row[Any], hold_rows: Sequence[Row[Any]]) -> Wallet:
         version=row.version,
         grants=grants_from_json(row.grants),
         members=members_from_json(row.members),
+        low_thresholds={Channel(p): v for p, v in (row.low_thresholds or {}).items()},
+        next_event_seq=row.next_event_seq,
     )
 
 

@@ -76,7 +76,7 @@ def _positions(owned: str) -> list[int]:
 
 _LITE_WALLET: Final = (
     "SELECT status, next_boundary_at, plan, email_balance, mobile_balance, next_seq, "
-    "next_hold_no, period_index FROM credits_wallets WHERE account = ? "
+    "next_hold_no, period_index, low_email, low_mobile FROM credits_wallets WHERE account = ? "
     "AND grants IS NULL"  # R23: a wallet with expiring grants charges through the Wallet
 )
 _LITE_EXPIRED_HOLD: Final = (
@@ -125,6 +125,18 @@ _LITE_STORE_RESULT: Final = (
     "UPDATE credits_idempotency SET result = ?, hold_id = NULL, created_at = ? "
     "WHERE account = ? AND key = ?"
 )
+
+
+def _stays_above_low(
+    cost: Credits, email: int, mobile: int, low_email: int | None, low_mobile: int | None
+) -> bool:
+    """R24, as Wallet.stays_above_low: every pool charged stays above its threshold in
+    force (unknown until the wallet is saved after revision 0008: then no)."""
+    if low_email is None or low_mobile is None:
+        return False
+    return (not cost.email or email - cost.email > low_email) and (
+        not cost.mobile or mobile - cost.mobile > low_mobile
+    )
 
 
 class FastPath:
@@ -329,6 +341,8 @@ class FastPath:
         bought = self._lite_owned(connection, account, charged.contacts)
         if bought:
             return BoughtMeanwhile(contacts=bought)
+        if not _stays_above_low(charged.cost, wallet[3], wallet[4], wallet[8], wallet[9]):
+            return None  # R24: the charge may fire a balance event; the Wallet writes it
         last = run(_LITE_LAST_AT, (account,)).first()
         charged_at = at if last is None or last[0] <= at else last[0]  # never before the last
         plan_name = self._plan(wallet[2])[0]
