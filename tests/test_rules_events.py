@@ -334,3 +334,64 @@ class _FailOnce:
 
         uow.save_wallet = save_wallet  # type: ignore[method-assign]
         return uow
+
+
+BULK = {"bulk": tiny_plan(1000, 5, name="bulk")}
+
+
+@pytest.fixture(params=STORAGES)
+def bulk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Events]:
+    clock = ManualClock(JAN_1)
+    verifier = ScriptedVerifier({}, default=Verdict.VALID)
+    with storage(request, tmp_path) as repository:
+        service = CreditService(repository=repository, verifier=verifier, clock=clock, plans=BULK)
+        service.subscribe(ACCOUNT, "bulk")
+        yield Events(service=service, clock=clock, repository=repository)
+
+
+def bounce(events: Events, *numbers: int) -> None:
+    for n in numbers:
+        events.service.report_bounce(ACCOUNT, Contact.email(f"lead{n}@corp.com"))
+
+
+def test_r24_guarantee_breached_once_per_period_when_a_bounce_first_breaches(
+    bulk: Events,
+) -> None:
+    bulk.unlock(150)
+    bounce(bulk, 0)  # 1 in 150: within the promise
+    assert bulk.types() == [EventType.CHARGE_REFUNDED]
+    bulk.clock.advance(DAY)
+    bounce(bulk, 1)  # 2 in 150 > 1%
+    refunds, breached = bulk.all()[0:2], bulk.all()[-1]
+    assert [e.type for e in refunds] == [EventType.CHARGE_REFUNDED] * 2
+    assert breached.type is EventType.GUARANTEE_BREACHED
+    assert breached.at == JAN_1 + DAY
+    assert {k: breached.data[k] for k in ("period", "emails_charged", "bounces")} == {
+        "period": 0,
+        "emails_charged": 150,
+        "bounces": 2,
+    }
+    bounce(bulk, 2)  # still breached: no second event this period
+    assert bulk.types().count(EventType.GUARANTEE_BREACHED) == 1
+    assert bulk.service.guarantee(ACCOUNT).breached
+
+
+def test_r24_guarantee_breached_by_the_charge_that_reaches_the_minimum(bulk: Events) -> None:
+    bulk.unlock(99)
+    bounce(bulk, 0, 1)  # 2 in 99: too few emails to judge
+    assert EventType.GUARANTEE_BREACHED not in bulk.types()
+    bulk.unlock(1, "hundredth")  # 2 in 100 > 1%: the charge breaches
+    assert bulk.types()[-1] is EventType.GUARANTEE_BREACHED
+    assert bulk.all()[-1].data["emails_charged"] == 100
+
+
+def test_r24_a_late_bounce_counts_for_the_period_of_its_charge(bulk: Events) -> None:
+    bulk.clock.advance(20 * DAY)
+    bulk.unlock(100)
+    bounce(bulk, 0)
+    bulk.clock.advance(12 * DAY)  # a new period; bounces of period 0 still come in (R18)
+    bulk.unlock(200, "new")
+    bounce(bulk, 1)  # 2 in 100 of period 0
+    breached = bulk.all()[-1]
+    assert (breached.type, breached.data["period"]) == (EventType.GUARANTEE_BREACHED, 0)
+    assert bulk.service.guarantee(ACCOUNT, bulk.service.period(ACCOUNT, 0)).breached

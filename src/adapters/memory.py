@@ -68,6 +68,7 @@ from credits_domain.keys import (
 )
 from credits_domain.limits import check_account, check_idempotency_key
 from credits_domain.periods import require_utc
+from credits_domain.wallet import Tally
 
 MAX_INT64 = 2**63 - 1  # what SQL storage holds: the same bound on seqs and limits here
 
@@ -121,6 +122,7 @@ def _stored(wallet: Wallet) -> Wallet:
         },
         members=dict(wallet.members),
         low_thresholds=dict(wallet.low_thresholds),
+        tallies=dict(wallet.tallies),
         pending_entries=[],
         pending_events=[],
     )
@@ -134,6 +136,7 @@ def _copy(wallet: Wallet) -> Wallet:
         grants=dict(wallet.grants),
         members=dict(wallet.members),
         low_thresholds=dict(wallet.low_thresholds),
+        tallies=dict(wallet.tallies),
         pending_entries=[],
         pending_events=[],
     )
@@ -757,8 +760,9 @@ class InMemoryRepository:
                     )
                 )
             cost = charged.cost
-            if not wallet.stays_above_low(cost):
-                return None  # R24: the charge may fire a balance event; the Wallet writes it
+            emails = sum(1 for contact in charged.contacts if contact.channel is Channel.EMAIL)
+            if not wallet.fires_nothing(cost, emails):
+                return None  # R24: the charge may fire an event; the Wallet writes it
             invariant(
                 cost.email <= held.email and cost.mobile <= held.mobile,
                 "a charge within its hold (R15, R16)",
@@ -774,9 +778,14 @@ class InMemoryRepository:
             holds = dict(wallet.holds)
             if hold_id is not None:
                 del holds[hold_id]
+            tallies = dict(wallet.tallies)
+            if emails:  # R25: the period's emails charged, as the Wallet counts them
+                found = tallies.get(wallet.period_index, Tally())
+                tallies[wallet.period_index] = attrs.evolve(found, emails=found.emails + emails)
             stored = attrs.evolve(
                 wallet,
                 balances={pool: wallet.balances[pool] - cost.of(pool) for pool in Channel},
+                tallies=tallies,
                 holds=holds,
                 next_seq=first_seq + len(charged),
                 version=wallet.version + 1,

@@ -720,6 +720,7 @@ class CreditService:
             if record.member is not None and record.member in wallet.members:
                 # R22: the member's usage in the period of the charge goes down.
                 wallet.count_usage(record.member, record.pool, -record.credits, record.charged_at)
+            wallet.count_bounce(record.charged_at, now)  # R25, for guarantee.breached (R24)
             uow.dedup.mark_refunded(account, contact, now)
             wallet.check_invariants()
             uow.save_wallet(wallet)

@@ -32,6 +32,7 @@ from credits_domain.errors import (
     invariant,
 )
 from credits_domain.events import Event, EventType
+from credits_domain.guarantee import GUARANTEE_MIN_EMAILS, breaches
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
 from credits_domain.plans import Credits, Plan
@@ -49,6 +50,22 @@ DEFAULT_LOW_PERCENT = 10
 # a period; boundaries (rollover forfeits, a lapse) report themselves as period.renewed
 # and subscription.lapsed instead.
 BALANCE_EVENT_KINDS = frozenset({EntryKind.CHARGE, EntryKind.EXPIRE})
+# R24/R25: the periods whose guarantee counts a wallet keeps (the current one and the
+# ones before it): a bounce of a charge older than that is refunded but not counted
+# towards guarantee.breached (R18's default window is 30 days: two periods at most).
+MAX_TALLY_PERIODS = 13
+_EMAIL_DATUM = Channel.EMAIL.value + ":"
+
+
+@attrs.frozen(kw_only=True)
+class Tally:
+    """R25 counts of one period, kept so that guarantee.breached (R24) is decided in the
+    unit of work of the charge or bounce that breaches: emails charged in the period,
+    bounces of those emails, and whether the period has breached already."""
+
+    emails: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    bounces: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    breached: bool = False
 
 
 def default_low_threshold(plan: Plan, pool: Channel) -> int:
@@ -142,6 +159,7 @@ class Wallet:
     # R24: thresholds set with set_low_threshold (a pool missing: the plan's default).
     low_thresholds: dict[Channel, int] = attrs.field(factory=dict)
     next_event_seq: int = 1  # R24: the seq of the account's next event
+    tallies: dict[int, Tally] = attrs.field(factory=dict)  # R25 counts by period index
     pending_entries: list[LedgerEntry] = attrs.field(factory=list)
     pending_events: list[Event] = attrs.field(factory=list)
 
@@ -186,6 +204,7 @@ class Wallet:
         members: Mapping[str, Member] | None = None,
         low_thresholds: Mapping[Channel, int] | None = None,
         next_event_seq: int = 1,
+        tallies: Mapping[int, Tally] | None = None,
     ) -> Wallet:
         """Rebuild a stored wallet (for adapters); checks the invariants it was saved with."""
         wallet = cls(
@@ -205,6 +224,7 @@ class Wallet:
             members=dict(members or {}),
             low_thresholds=dict(low_thresholds or {}),
             next_event_seq=next_event_seq,
+            tallies=dict(tallies or {}),
         )
         wallet.check_invariants()
         return wallet
@@ -219,6 +239,7 @@ class Wallet:
         self.period_index = 0
         self.ends_at = None
         self.pending_plan = None
+        self.tallies.clear()  # R25: counts of the old subscription's periods (a new anchor)
         self._grant_allowance(at, Operation.SUBSCRIBE)
 
     # -- reading ------------------------------------------------------------------------
@@ -264,6 +285,7 @@ class Wallet:
             invariant(expired <= self.held(pool), "an expired grant kept beyond holds (R23)")
         invariant(len(self.grants) <= MAX_OPEN_GRANTS, "too many open grants (R23)")
         invariant(self.next_event_seq >= 1, "event seqs start at 1 (R24)")
+        invariant(len(self.tallies) <= MAX_TALLY_PERIODS, "guarantee counts kept (R25)")
         invariant(all(v >= 0 for v in self.low_thresholds.values()), "a low threshold >= 0 (R24)")
         if self.status is Status.LAPSED:
             invariant(not self.holds, "a lapsed wallet has no holds (R6)")
@@ -289,6 +311,7 @@ class Wallet:
                 self._lapse(boundary)
             else:
                 self.period_index += 1
+                self._forget_old_tallies()
                 if self.pending_plan is not None:  # R7: a downgrade waits for the renewal
                     old, self.plan, self.pending_plan = self.plan, self.pending_plan, None
                     self._plan_changed(old, boundary)
@@ -665,6 +688,8 @@ class Wallet:
         self.pending_entries.append(entry)
         if amount < 0 and kind in BALANCE_EVENT_KINDS:
             self._balance_events(entry, before)
+        if kind is EntryKind.CHARGE and cause.datum and cause.datum.startswith(_EMAIL_DATUM):
+            self._count(self.period_index, at, emails=1)  # R25
         return entry
 
     def entries_saved(self) -> list[LedgerEntry]:
@@ -689,13 +714,56 @@ class Wallet:
             invariant(credits >= 0, "a low threshold >= 0 (R24)")
             self.low_thresholds[pool] = credits
 
-    def stays_above_low(self, cost: Credits) -> bool:
-        """R24: would charging `cost` leave every pool it charges above its threshold
-        (so that the charge fires no balance event)? The one-call paths charge only then."""
+    def fires_nothing(self, cost: Credits, emails: int) -> bool:
+        """R24: would charging `cost` for `emails` email data leave every pool it
+        charges above its threshold, and the period's emails charged on the same side of
+        the guarantee's minimum (so that no event can fire)? The one-call paths charge
+        only then, and count the emails (`period_emails`)."""
+        counted = self.period_emails
         return all(
             not cost.of(pool) or self.balances[pool] - cost.of(pool) > self.low_threshold(pool)
             for pool in Channel
-        )
+        ) and not (counted < GUARANTEE_MIN_EMAILS <= counted + emails)
+
+    @property
+    def period_emails(self) -> int:
+        """R25: the emails charged in the current period so far."""
+        found = self.tallies.get(self.period_index)
+        return 0 if found is None else found.emails
+
+    def count_bounce(self, charged_at: datetime, at: datetime) -> None:
+        """R25: a bounce of an email charged at `charged_at` counts for that period (if
+        it is among the periods kept); guarantee.breached if the period first breaches."""
+        low = max(0, self.period_index - MAX_TALLY_PERIODS + 1)
+        for index in range(self.period_index, low - 1, -1):
+            period = Period.of(self.anchor, index)
+            if period.start <= charged_at < period.end:
+                self._count(index, at, bounces=1)
+                return
+
+    def _count(self, index: int, at: datetime, *, emails: int = 0, bounces: int = 0) -> None:
+        found = self.tallies.get(index, Tally())
+        tally = attrs.evolve(found, emails=found.emails + emails, bounces=found.bounces + bounces)
+        if not tally.breached and breaches(tally.emails, tally.bounces):
+            tally = attrs.evolve(tally, breached=True)
+            period = Period.of(self.anchor, index)
+            self.emit(
+                EventType.GUARANTEE_BREACHED,
+                at,
+                {
+                    "period": index,
+                    "start": _iso(period.start),
+                    "end": _iso(period.end),
+                    "emails_charged": tally.emails,
+                    "bounces": tally.bounces,
+                },
+            )
+        self.tallies[index] = tally
+
+    def _forget_old_tallies(self) -> None:
+        oldest = self.period_index - MAX_TALLY_PERIODS + 1
+        for index in [i for i in self.tallies if i < oldest]:
+            del self.tallies[index]
 
     def _balance_events(self, entry: LedgerEntry, before: int) -> None:
         """R24: credits.low when the balance crosses down to its threshold or below,

@@ -37,6 +37,7 @@ from credits_domain import (
     Wallet,
 )
 from credits_domain.periods import require_utc
+from credits_domain.wallet import Tally
 
 # -- plans and results as JSON (plans are data: the Plan itself is stored) -------------
 
@@ -143,7 +144,33 @@ def wallet_values(wallet: Wallet) -> dict[str, Any]:
         or None,
         "low_email": wallet.low_threshold(Channel.EMAIL),
         "low_mobile": wallet.low_threshold(Channel.MOBILE),
+        "period_emails": wallet.period_emails,
+        "tallies": tallies_to_json(wallet.tallies, wallet.period_index),
     }
+
+
+def tallies_to_json(tallies: Mapping[int, Tally], current: int) -> dict[str, Any] | None:
+    """R25's counts by period as JSON; the current period's emails live in the column
+    `period_emails` (the one-call paths add to it), so they are 0 here."""
+    return {
+        str(index): [0 if index == current else t.emails, t.bounces, t.breached]
+        for index, t in sorted(tallies.items())
+    } or None
+
+
+def tallies_from_json(
+    data: Mapping[str, Any] | None, current: int, period_emails: int
+) -> dict[int, Tally]:
+    tallies = {
+        int(index): Tally(emails=emails, bounces=bounces, breached=breached)
+        for index, (emails, bounces, breached) in (data or {}).items()
+    }
+    if period_emails:
+        found = tallies.get(current, Tally())
+        tallies[current] = Tally(
+            emails=period_emails, bounces=found.bounces, breached=found.breached
+        )
+    return tallies
 
 
 def _by_pool(item: tuple[Channel, int]) -> str:
@@ -265,6 +292,7 @@ def wallet_from_rows(row: Row[Any], hold_rows: Sequence[Row[Any]]) -> Wallet:
         members=members_from_json(row.members),
         low_thresholds={Channel(p): v for p, v in (row.low_thresholds or {}).items()},
         next_event_seq=row.next_event_seq,
+        tallies=tallies_from_json(row.tallies, row.period_index, row.period_emails),
     )
 
 

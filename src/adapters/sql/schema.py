@@ -81,6 +81,10 @@ wallets = sa.Table(
     sa.Column("low_thresholds", JSON_COLUMN),
     sa.Column("low_email", sa.BigInteger),
     sa.Column("low_mobile", sa.BigInteger),
+    # revision 0008 (R25 for R24's guarantee.breached): the emails charged in the current
+    # period (both charging paths count them), and the counts of the periods kept (JSON).
+    sa.Column("period_emails", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("tallies", JSON_COLUMN),
 )
 
 events = sa.Table(  # revision 0008 (R24): the outbox, written with the wallet

@@ -65,7 +65,7 @@ from credits_domain.ports import (
 from credits_domain.service import CreditService
 from credits_domain.testing.contract import T0
 from credits_domain.verdict import Verdict
-from credits_domain.wallet import Status, Wallet
+from credits_domain.wallet import Status, Tally, Wallet
 
 TTL = timedelta(minutes=15)
 LATER = T0 + timedelta(minutes=1)
@@ -635,6 +635,7 @@ class ChargePathContract:
             "low-balance",
             "low-balance-threshold-set-meanwhile",
             "depleted",
+            "guarantee-minimum",
         ],
     )
     def test_settle_leaves_to_units_of_work_what_the_aggregate_must_handle(
@@ -693,6 +694,8 @@ class ChargePathContract:
             self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 4))
         elif case == "low-balance-threshold-set-meanwhile":  # what the settle sees counts
             self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 9))
+        elif case == "guarantee-minimum":  # R25: the 100th email of the period may breach
+            self._change(repository, lambda wallet: wallet.tallies.update({0: Tally(emails=99)}))
         elif case == "depleted":  # R24: 5 - 5 = 0, even under a threshold of 0
             self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 0))
             request = _request([E1, E2, E3, E4, E5], key="k")
@@ -743,6 +746,25 @@ class ChargePathContract:
         assert answer is None  # 3 <= 3: the Wallet's
         assert self._snapshot(repository, [E2]) == before
         assert list(repository.events("acct", limit=9)) == []
+
+    def test_settle_in_one_call_counts_the_emails_of_the_period(
+        self, repository: Repository
+    ) -> None:
+        """R25: the one-call settle adds its emails to the period's count, which the
+        Wallet reads to decide guarantee.breached; past the minimum it charges on."""
+        self._open(repository, CROSS)
+        self._change(repository, lambda wallet: wallet.tallies.update({0: Tally(emails=100)}))
+        request = _request([E1, M1, E2])
+        reserved = self._reserve(repository, request)
+        answer = self._path(repository).settle_fast(
+            request,
+            now=LATER,
+            hold_id=reserved.hold_id,
+            charged=_charged([E1, M1, E2], CROSS),
+            result=_result(request),
+        )
+        assert isinstance(answer, Settled)
+        assert self._wallet(repository).tallies == {0: Tally(emails=102)}
 
     # -- both paths, through the service ----------------------------------------------------
 

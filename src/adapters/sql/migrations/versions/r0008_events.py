@@ -10,11 +10,16 @@
   if none: the plan's default); `low_email` and `low_mobile`: each pool's threshold in
   force, written on every save of the wallet. NULL until a wallet is saved after this
   revision: the one-call paths then decline.
+- `credits_wallets.period_emails` (the emails charged in the current period, counted
+  by both charging paths; 0 for existing accounts) and `tallies` (JSON: the guarantee's
+  counts of the periods kept, R25), so that `guarantee.breached` is decided in the unit
+  of work of the charge or bounce that breaches.
 - The one-call settle (`credits_settle`, as revision 0007 left it) answers 'fallback'
-  unless every pool it charges stays above its threshold after the charge: a charge
-  that may fire `credits.low` or `credits.depleted` is settled by the Wallet, which
-  writes the event with it. The check runs under the row lock, before anything is
-  written.
+  unless every pool it charges stays above its threshold after the charge and the
+  period's emails charged stay on one side of the guarantee's minimum (100): a charge
+  that may fire `credits.low`, `credits.depleted` or `guarantee.breached` is settled by
+  the Wallet, which writes the event with it. The check runs under the row lock, before
+  anything is written; the call adds its emails to `period_emails`.
 
 Revision ID: 0008
 Revises: 0007
@@ -38,13 +43,23 @@ INSTANT = sa.DateTime(timezone=True).with_variant(sa.String(32), "sqlite")
 # Where the check goes in credits_settle: after the charge's totals are summed, before
 # the check that the charge is within its hold (nothing has been written yet).
 _BEFORE = "    IF charge_email > coalesce(hold.email_credits, 0)"
-_LOW_CHECK = """    IF w.low_email IS NULL OR w.low_mobile IS NULL
+_LOW_CHECK = """    SELECT count(*) FILTER (WHERE t.channel = 'email') INTO charged_emails
+      FROM unnest(p_channels) AS t(channel);
+    IF w.low_email IS NULL OR w.low_mobile IS NULL
        OR (charge_email > 0 AND w.email_balance - charge_email <= w.low_email)
-       OR (charge_mobile > 0 AND w.mobile_balance - charge_mobile <= w.low_mobile) THEN
-        status := 'fallback';  -- R24: the charge may fire a balance event; the Wallet does
+       OR (charge_mobile > 0 AND w.mobile_balance - charge_mobile <= w.low_mobile)
+       OR (w.period_emails < 100 AND w.period_emails + charged_emails >= 100) THEN
+        status := 'fallback';  -- R24: the charge may fire an event; the Wallet writes it
         RETURN;
     END IF;
 """
+# The emails the call charges, counted in the period's total (R25).
+_DECLARE = "    charge_mobile bigint;\n"
+_COUNTED = (
+    "           next_seq = next_seq + cardinality(p_values),\n",
+    "           next_seq = next_seq + cardinality(p_values),\n"
+    "           period_emails = period_emails + charged_emails,\n",
+)
 
 _SQLITE_TRIGGERS = (
     "CREATE TRIGGER credits_events_no_update BEFORE UPDATE ON credits_events "
@@ -72,7 +87,14 @@ def settle_with_low_check() -> str:
     settle = _r0007_functions()[1]
     if settle.count(_BEFORE) != 1:  # pragma: no cover - revision 0004's text changed
         raise RuntimeError("credits_settle has no hold check to put R24's check before")
-    return settle.replace(_BEFORE, _LOW_CHECK + _BEFORE)
+    for needle in (_DECLARE, _COUNTED[0]):
+        if settle.count(needle) != 1:  # pragma: no cover - revision 0004's text changed
+            raise RuntimeError(f"credits_settle has no {needle.strip()!r} to extend")
+    return (
+        settle.replace(_BEFORE, _LOW_CHECK + _BEFORE)
+        .replace(_DECLARE, _DECLARE + "    charged_emails bigint;\n")
+        .replace(*_COUNTED)
+    )
 
 
 def upgrade() -> None:
@@ -84,6 +106,11 @@ def upgrade() -> None:
     op.add_column("credits_wallets", sa.Column("low_thresholds", sa.JSON(), nullable=True))
     op.add_column("credits_wallets", sa.Column("low_email", sa.BigInteger(), nullable=True))
     op.add_column("credits_wallets", sa.Column("low_mobile", sa.BigInteger(), nullable=True))
+    op.add_column(
+        "credits_wallets",
+        sa.Column("period_emails", sa.BigInteger(), nullable=False, server_default="0"),
+    )
+    op.add_column("credits_wallets", sa.Column("tallies", sa.JSON(), nullable=True))
     op.create_table(
         "credits_events",
         sa.Column("account", sa.String(200), nullable=False),
@@ -110,6 +137,8 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER credits_events_append_only ON credits_events")
         op.execute("DROP FUNCTION credits_events_append_only()")
     op.drop_table("credits_events")  # SQLite drops its triggers with it
+    op.drop_column("credits_wallets", "tallies")
+    op.drop_column("credits_wallets", "period_emails")
     op.drop_column("credits_wallets", "low_mobile")
     op.drop_column("credits_wallets", "low_email")
     op.drop_column("credits_wallets", "low_thresholds")
