@@ -71,7 +71,6 @@ from credits_domain import (
     Wallet,
 )
 from credits_domain.charging import fingerprint
-from credits_domain.guarantee import GUARANTEE_MIN_EMAILS
 from credits_domain.plans import PLANS
 from credits_domain.ports import ApiKeyStore, Repository
 from credits_domain.testing import ApiKeyStoreContract, make_state_machine
@@ -724,9 +723,6 @@ class SqlAdapterChecks:
     def test_a_batch_costs_a_bounded_number_of_statements(
         self, repository: SqlRepository, acme: CreditService
     ) -> None:
-        # R24: a charge taking the period past the guarantee's 100 emails goes through the
-        # Wallet (it may breach); after them the batch takes the one-call path measured.
-        acme.unlock("acme", emails(GUARANTEE_MIN_EMAILS, "warm"))
         counter = StatementCounter(repository.engine)
         acme.unlock("acme", emails(1, "one"))
         one = counter.count

@@ -395,3 +395,16 @@ def test_r24_a_late_bounce_counts_for_the_period_of_its_charge(bulk: Events) -> 
     breached = bulk.all()[-1]
     assert (breached.type, breached.data["period"]) == (EventType.GUARANTEE_BREACHED, 0)
     assert bulk.service.guarantee(ACCOUNT, bulk.service.period(ACCOUNT, 0)).breached
+
+
+def test_r24_a_batch_through_the_hundredth_email_breaches_there(bulk: Events) -> None:
+    """98 emails, 2 bounces; one request of 102 more: at its 100th email of the period
+    the rate is 2% (breached), though after all 200 it is 1% (kept). Evaluated after
+    every charge: the breach fires, whichever charging path the request took."""
+    bulk.unlock(98)
+    bounce(bulk, 0, 1)
+    bulk.unlock(102, "more")
+    breached = bulk.all()[-1]
+    assert breached.type is EventType.GUARANTEE_BREACHED
+    assert (breached.data["emails_charged"], breached.data["bounces"]) == (100, 2)
+    assert not bulk.service.guarantee(ACCOUNT).breached  # 2 in 200, now

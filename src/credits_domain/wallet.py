@@ -716,14 +716,21 @@ class Wallet:
 
     def fires_nothing(self, cost: Credits, emails: int) -> bool:
         """R24: would charging `cost` for `emails` email data leave every pool it
-        charges above its threshold, and the period's emails charged on the same side of
-        the guarantee's minimum (so that no event can fire)? The one-call paths charge
-        only then, and count the emails (`period_emails`)."""
-        counted = self.period_emails
+        charges above its threshold, and the period's guarantee unbreached or breached
+        before (so that no event can fire)? The one-call paths charge only then, and
+        count the emails (`period_emails`). A charge can first breach a period only when
+        it takes the period's emails to 100 or more from below (past 100, charges only
+        lower the rate), and then it breaches at the 100th email if at all."""
+        current = self.tallies.get(self.period_index, Tally())
+        counted, after = current.emails, current.emails + emails
         return all(
             not cost.of(pool) or self.balances[pool] - cost.of(pool) > self.low_threshold(pool)
             for pool in Channel
-        ) and not (counted < GUARANTEE_MIN_EMAILS <= counted + emails)
+        ) and not (
+            # The rate is highest at the 100th email: a breach anywhere in the batch is one there.
+            counted < GUARANTEE_MIN_EMAILS <= after
+            and breaches(GUARANTEE_MIN_EMAILS, current.bounces)
+        )
 
     @property
     def period_emails(self) -> int:

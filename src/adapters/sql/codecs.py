@@ -145,6 +145,7 @@ def wallet_values(wallet: Wallet) -> dict[str, Any]:
         "low_email": wallet.low_threshold(Channel.EMAIL),
         "low_mobile": wallet.low_threshold(Channel.MOBILE),
         "period_emails": wallet.period_emails,
+        "period_bounces": wallet.tallies.get(wallet.period_index, Tally()).bounces,
         "tallies": tallies_to_json(wallet.tallies, wallet.period_index),
     }
 

@@ -38,7 +38,7 @@ from credits_domain import (
 )
 from credits_domain.charging import Candidates, ChargeRequest
 from credits_domain.errors import invariant
-from credits_domain.guarantee import GUARANTEE_MIN_EMAILS
+from credits_domain.guarantee import GUARANTEE_MIN_EMAILS, breaches
 
 _POOLS: Final = {channel.value: channel for channel in Channel}
 
@@ -77,7 +77,7 @@ def _positions(owned: str) -> list[int]:
 
 _LITE_WALLET: Final = (
     "SELECT status, next_boundary_at, plan, email_balance, mobile_balance, next_seq, "
-    "next_hold_no, period_index, low_email, low_mobile, period_emails "
+    "next_hold_no, period_index, low_email, low_mobile, period_emails, period_bounces "
     "FROM credits_wallets WHERE account = ? "
     "AND grants IS NULL"  # R23: a wallet with expiring grants charges through the Wallet
 )
@@ -134,14 +134,17 @@ def _fires_nothing(
 ) -> bool:
     """R24, as Wallet.fires_nothing: every pool charged stays above its threshold in
     force (unknown until the wallet is saved after revision 0008: then no), and the
-    period's emails charged stay on one side of the guarantee's minimum (R25)."""
-    low_email, low_mobile, counted = stored
+    charge cannot first breach the period's guarantee (R25)."""
+    low_email, low_mobile, counted, bounced = stored
     if low_email is None or low_mobile is None:
         return False
     return (
         (not cost.email or balances[0] - cost.email > low_email)
         and (not cost.mobile or balances[1] - cost.mobile > low_mobile)
-        and not (counted < GUARANTEE_MIN_EMAILS <= counted + emails)
+        and not (
+            counted < GUARANTEE_MIN_EMAILS <= counted + emails
+            and breaches(GUARANTEE_MIN_EMAILS, bounced)  # at the 100th email, if anywhere
+        )
     )
 
 
@@ -348,7 +351,7 @@ class FastPath:
         if bought:
             return BoughtMeanwhile(contacts=bought)
         emails = sum(1 for contact in charged.contacts if contact.channel is Channel.EMAIL)
-        if not _fires_nothing(charged.cost, emails, wallet[3:5], wallet[8:11]):
+        if not _fires_nothing(charged.cost, emails, wallet[3:5], wallet[8:12]):
             return None  # R24: the charge may fire an event; the Wallet writes it
         last = run(_LITE_LAST_AT, (account,)).first()
         charged_at = at if last is None or last[0] <= at else last[0]  # never before the last

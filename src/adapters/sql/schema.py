@@ -82,8 +82,10 @@ wallets = sa.Table(
     sa.Column("low_email", sa.BigInteger),
     sa.Column("low_mobile", sa.BigInteger),
     # revision 0008 (R25 for R24's guarantee.breached): the emails charged in the current
-    # period (both charging paths count them), and the counts of the periods kept (JSON).
+    # period (both charging paths count them), its bounces (a copy, for the one-call
+    # paths), and the counts of the periods kept (JSON).
     sa.Column("period_emails", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("period_bounces", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("tallies", JSON_COLUMN),
 )
 

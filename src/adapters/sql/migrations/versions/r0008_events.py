@@ -11,12 +11,15 @@
   force, written on every save of the wallet. NULL until a wallet is saved after this
   revision: the one-call paths then decline.
 - `credits_wallets.period_emails` (the emails charged in the current period, counted
-  by both charging paths; 0 for existing accounts) and `tallies` (JSON: the guarantee's
+  by both charging paths; 0 for existing accounts), `period_bounces` (its bounces, a
+  copy of the JSON's for the one-call paths) and `tallies` (JSON: the guarantee's
   counts of the periods kept, R25), so that `guarantee.breached` is decided in the unit
   of work of the charge or bounce that breaches.
 - The one-call settle (`credits_settle`, as revision 0007 left it) answers 'fallback'
   unless every pool it charges stays above its threshold after the charge and the
-  period's emails charged stay on one side of the guarantee's minimum (100): a charge
+  charge cannot first breach the period's guarantee (it takes the period's emails from
+  below 100 to 100 or more, and at the 100th more than 1% of them have bounced, the
+  highest rate the batch passes through): a charge
   that may fire `credits.low`, `credits.depleted` or `guarantee.breached` is settled by
   the Wallet, which writes the event with it. The check runs under the row lock, before
   anything is written; the call adds its emails to `period_emails`.
@@ -48,7 +51,8 @@ _LOW_CHECK = """    SELECT count(*) FILTER (WHERE t.channel = 'email') INTO char
     IF w.low_email IS NULL OR w.low_mobile IS NULL
        OR (charge_email > 0 AND w.email_balance - charge_email <= w.low_email)
        OR (charge_mobile > 0 AND w.mobile_balance - charge_mobile <= w.low_mobile)
-       OR (w.period_emails < 100 AND w.period_emails + charged_emails >= 100) THEN
+       OR (w.period_emails < 100 AND w.period_emails + charged_emails >= 100
+           AND w.period_bounces * 100 > 100) THEN  -- a breach at the 100th email (R25)
         status := 'fallback';  -- R24: the charge may fire an event; the Wallet writes it
         RETURN;
     END IF;
@@ -110,6 +114,10 @@ def upgrade() -> None:
         "credits_wallets",
         sa.Column("period_emails", sa.BigInteger(), nullable=False, server_default="0"),
     )
+    op.add_column(
+        "credits_wallets",
+        sa.Column("period_bounces", sa.BigInteger(), nullable=False, server_default="0"),
+    )
     op.add_column("credits_wallets", sa.Column("tallies", sa.JSON(), nullable=True))
     op.create_table(
         "credits_events",
@@ -138,6 +146,7 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION credits_events_append_only()")
     op.drop_table("credits_events")  # SQLite drops its triggers with it
     op.drop_column("credits_wallets", "tallies")
+    op.drop_column("credits_wallets", "period_bounces")
     op.drop_column("credits_wallets", "period_emails")
     op.drop_column("credits_wallets", "low_mobile")
     op.drop_column("credits_wallets", "low_email")
