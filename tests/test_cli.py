@@ -402,6 +402,8 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
         "balance",
         "statement",
         "guarantee",
+        "events",
+        "threshold",
         "subscribe",
         "change-plan",
         "cancel",

@@ -486,3 +486,24 @@ def test_r22_members_allowances_and_usage(cli: Cli, verifier: str) -> None:
         "unlock", "acme", "cy@corp.com", "--member", "carol", "--verifier-url", verifier
     )
     assert "add_member" in unknown.error_line()
+
+
+def test_r24_threshold_and_events(cli: Cli, verifier: str) -> None:
+    cli.ok("subscribe", "acme", "boost")
+    assert cli.ok("events", "acme").out.strip() == "No events."
+    set_out = cli.ok("threshold", "acme", "email", "11999").out
+    assert set_out == "acme: credits.low at 11,999 email and 80 mobile credits or below (R24).\n"
+    cli.ok("unlock", "acme", "ann@corp.com", "--verifier-url", verifier)
+    found = cli.ok("events", "acme", "--format", "json").json()
+    (low,) = found["events"]
+    assert (low["seq"], low["type"], low["data"]["balance"]) == (1, "credits.low", 11_999)
+    assert low["id"].startswith("evt_") and found["next_after"] is None
+    page = cli.ok("events", "acme", "--limit", "1")
+    assert "credits.low" in page.out and "--after 1" in page.out
+    assert cli.ok("events", "acme", "--after", "1", "--format", "json").json()["events"] == []
+    back = cli.ok("threshold", "acme", "email", "default").out
+    assert back.startswith("acme: credits.low at 1,200 email")
+    assert cli.run("threshold", "acme", "email", "-1").code == 2
+    assert cli.run("threshold", "acme", "fax", "1").code == 2
+    assert cli.run("events", "acme", "--limit", "0").code == 2
+    assert cli.run("events", "nobody").error_line().startswith("credits:")

@@ -56,10 +56,10 @@ def free_port() -> int:
 
 
 def curl_request(line: str, port: int, key: str) -> httpx.Request:
-    """The request a README curl line sends (its -H, -d and URL), to our port."""
+    """The request a README curl line sends (its -H, -d, -X and URL), to our port."""
     words = shlex.split(line.replace("$KEY", key))
     assert words[0] == "curl"
-    headers, body, url = {}, None, None
+    headers, body, url, chosen = {}, None, None, None
     it = iter(words[1:])
     for word in it:
         if word == "-H":
@@ -67,10 +67,12 @@ def curl_request(line: str, port: int, key: str) -> httpx.Request:
             headers[name] = value
         elif word == "-d":
             body = next(it)
+        elif word == "-X":
+            chosen = next(it)
         else:
             url = word.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     assert url is not None, line
-    method = "GET" if body is None else "POST"
+    method = chosen or ("GET" if body is None else "POST")
     return httpx.Request(method, url, headers=headers, content=body)
 
 
@@ -131,8 +133,9 @@ def test_the_readme_walk_through_runs_in_order_on_a_fresh_directory(tmp_path: Pa
     finally:
         server.terminate()
         server.wait(timeout=30)
-    # subscribe (new: the demo's acme is elsewhere), unlock, top-up, balance, guarantee
-    assert statuses == [201, 200, 201, 200, 200]
+    # subscribe (new: the demo's acme is elsewhere), unlock, top-up, balance, guarantee,
+    # low-balance threshold, events
+    assert statuses == [201, 200, 201, 200, 200, 200, 200]
     revoke = [line for line in api if line.startswith("credits keys revoke")]
     done = run(revoke[0].replace("KEY_ID", key.split("_")[1]), tmp_path)
     assert done.returncode == 0, done.stderr

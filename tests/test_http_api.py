@@ -761,3 +761,32 @@ def test_r22_members_and_allowances_over_http(world: ApiWorld, acme: httpx.Clien
     assert_problem(unknown, 422, "unknown-member")
     missing = acme.get(f"{members}/usage")
     assert_problem(missing, 422, "invalid-request")
+
+
+def test_r24_events_and_the_low_balance_threshold(world: ApiWorld, acme: httpx.Client) -> None:
+    threshold = f"/v1/accounts/{ACME}/low-balance-threshold"
+    events = f"/v1/accounts/{ACME}/events"
+    answer = acme.put(threshold, json={"pool": "email", "credits": 11_999})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"email": 11_999, "mobile": 80}  # mobile: 10% of 800
+    assert acme.get(events).json() == {"events": [], "next_after_seq": 0}
+    assert acme.post(UNLOCK, json={"contacts": [email("first@corp.com")]}).is_success
+    page = acme.get(events).json()
+    (low,) = page["events"]
+    assert page["next_after_seq"] == 1
+    assert (low["type"], low["account"], low["seq"]) == ("credits.low", ACME, 1)
+    assert low["id"].startswith("evt_")
+    assert low["data"] == {"pool": "email", "balance": 11_999, "threshold": 11_999, "entry_seq": 2}
+    assert acme.get(events, params={"after_seq": 1}).json() == {
+        "events": [],
+        "next_after_seq": 1,
+    }
+    reset = acme.put(threshold, json={"pool": "email", "credits": None}).json()
+    assert reset["email"] == 1_200
+    assert_problem(acme.get(events, params={"limit": 0}), 422, "invalid-request")
+    assert_problem(acme.get(events, params={"limit": 1001}), 422, "invalid-request")
+    assert_problem(acme.get(events, params={"after": 1}), 422, "invalid-request")
+    assert_problem(
+        acme.put(threshold, json={"pool": "email", "credits": -1}), 422, "invalid-request"
+    )
+    assert_problem(acme.put(threshold, json={"pool": "fax", "credits": 1}), 422, "invalid-request")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
@@ -165,12 +165,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Wiring:
 
 def event_source(service: CreditService) -> EventSource:
     """The outbox that webhooks deliver (R24): the service's `events`."""
-    events = getattr(service, "events", None)
-    if events is None:  # pragma: no cover - until the outbox is merged in
-        from adapters.webhooks import NoEvents
-
-        return NoEvents()
-    return cast("EventSource", service)
+    return service
 
 
 def deliver_webhooks(

@@ -56,6 +56,7 @@ from credits_domain import (
 )
 from credits_domain.charging import Candidates, ChargeRequest, ChargeResult, datum_key
 from credits_domain.errors import invariant
+from credits_domain.events import Event
 from credits_domain.keys import (
     KEY_ENTROPY_BYTES,
     ApiKeyRecord,
@@ -67,6 +68,7 @@ from credits_domain.keys import (
 )
 from credits_domain.limits import check_account, check_idempotency_key
 from credits_domain.periods import require_utc
+from credits_domain.wallet import Tally
 
 MAX_INT64 = 2**63 - 1  # what SQL storage holds: the same bound on seqs and limits here
 
@@ -119,7 +121,10 @@ def _stored(wallet: Wallet) -> Wallet:
             for grant_id, grant in wallet.grants.items()
         },
         members=dict(wallet.members),
+        low_thresholds=dict(wallet.low_thresholds),
+        tallies=dict(wallet.tallies),
         pending_entries=[],
+        pending_events=[],
     )
 
 
@@ -130,7 +135,10 @@ def _copy(wallet: Wallet) -> Wallet:
         holds=dict(wallet.holds),
         grants=dict(wallet.grants),
         members=dict(wallet.members),
+        low_thresholds=dict(wallet.low_thresholds),
+        tallies=dict(wallet.tallies),
         pending_entries=[],
+        pending_events=[],
     )
 
 
@@ -451,6 +459,7 @@ class InMemoryUnitOfWork:
         self._versions: dict[str, int] = {}  # per account: the version expected stored
         self.staged_wallets: dict[str, Wallet] = {}
         self.staged_entries: dict[str, list[LedgerEntry]] = {}
+        self.staged_events: dict[str, list[Event]] = {}  # R24: the outbox, by account
         self.staged_owned: dict[str, dict[str, Ownership]] = {}  # by account, then datum key
         self.staged_keys: dict[tuple[str, str], IdempotencyRecord] = {}
 
@@ -551,6 +560,21 @@ class InMemoryUnitOfWork:
             invariant(entry.seq == next_seq + offset, "a wallet numbers its entries without gaps")
         wallet.entries_saved()
         staged.extend(entries)
+        # R24: the wallet's new events, written with it (the outbox), numbered without gaps.
+        outbox = self.staged_events.setdefault(account, [])
+        next_event = len(self.repository.events_by.get(account, ())) + len(outbox) + 1
+        events = [
+            e if (at := _instant(e.at)) is e.at else attrs.evolve(e, at=at)
+            for e in wallet.events_saved()
+        ]
+        for offset, event in enumerate(events):
+            if event.seq < next_event + offset:  # as the SQL events' key (account, seq)
+                raise ConcurrencyConflict(
+                    f"saving a wallet lost a race with another writer: event {event.seq} "
+                    f"of account {account!r} exists already; retry"
+                )
+            invariant(event.seq == next_event + offset, "a wallet numbers its events without gaps")
+        outbox.extend(events)
         self.staged_wallets[account] = stored
         self._versions[account] = stored.version
 
@@ -561,6 +585,8 @@ class InMemoryUnitOfWork:
         with repo.data_lock:
             for account, entries in self.staged_entries.items():
                 repo.ledger_of(account).extend(entries)
+            for account, events in self.staged_events.items():
+                repo.events_by.setdefault(account, []).extend(events)
             repo.wallets.update(self.staged_wallets)
             for account, records in self.staged_owned.items():
                 repo.owned_of(account).by_key.update(records)
@@ -583,6 +609,7 @@ class InMemoryRepository:
         self.ledgers: dict[str, _Ledger] = {}
         self.owned_by: dict[str, _Owned] = {}
         self.keys: dict[tuple[str, str], IdempotencyRecord] = {}
+        self.events_by: dict[str, list[Event]] = {}  # R24: each account's events, by seq
 
     def unit_of_work(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self)
@@ -733,6 +760,9 @@ class InMemoryRepository:
                     )
                 )
             cost = charged.cost
+            emails = sum(1 for contact in charged.contacts if contact.channel is Channel.EMAIL)
+            if not wallet.fires_nothing(cost, emails):
+                return None  # R24: the charge may fire an event; the Wallet writes it
             invariant(
                 cost.email <= held.email and cost.mobile <= held.mobile,
                 "a charge within its hold (R15, R16)",
@@ -748,9 +778,14 @@ class InMemoryRepository:
             holds = dict(wallet.holds)
             if hold_id is not None:
                 del holds[hold_id]
+            tallies = dict(wallet.tallies)
+            if emails:  # R25: the period's emails charged, as the Wallet counts them
+                found = tallies.get(wallet.period_index, Tally())
+                tallies[wallet.period_index] = attrs.evolve(found, emails=found.emails + emails)
             stored = attrs.evolve(
                 wallet,
                 balances={pool: wallet.balances[pool] - cost.of(pool) for pool in Channel},
+                tallies=tallies,
                 holds=holds,
                 next_seq=first_seq + len(charged),
                 version=wallet.version + 1,
@@ -821,6 +856,18 @@ class InMemoryRepository:
                 if len(page) >= limit:
                     break
             return page
+
+    def events(self, account: str, *, after_seq: int = 0, limit: int) -> Sequence[Event]:
+        """Repository.events: the account's events after `after_seq`, oldest first."""
+        if not _whole(after_seq) or not 0 <= after_seq <= MAX_INT64:
+            raise InvalidRequest(
+                f"after_seq must be a whole number from 0 to 2**63-1, got {after_seq!r}"
+            )
+        check_account(account)
+        self._check_limit(limit)
+        with self.data_lock:
+            log = self.events_by.get(account, [])
+            return log[after_seq : after_seq + limit]  # seq n is at index n - 1
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
         if not isinstance(pool, Channel):

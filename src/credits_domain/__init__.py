@@ -48,6 +48,7 @@ from credits_domain.errors import (
     UnknownMember,
     UnknownPlan,
 )
+from credits_domain.events import Event, EventType
 from credits_domain.guarantee import Guarantee
 from credits_domain.keys import ApiKeyRecord, IssuedKey
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
@@ -98,6 +99,8 @@ __all__ = [
     "CreditsError",
     "DedupRegistry",
     "EntryKind",
+    "Event",
+    "EventType",
     "FastReservation",
     "Grant",
     "GrantExpiryNotAhead",

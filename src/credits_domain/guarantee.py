@@ -54,10 +54,15 @@ class Guarantee:
     @property
     def breached(self) -> bool:
         """More than 1% bounced, with at least 100 emails charged (exact, in integers)."""
-        return (
-            self.emails_charged >= GUARANTEE_MIN_EMAILS
-            and self.bounces * 100 > self.emails_charged * GUARANTEE_MAX_BOUNCE_PERCENT
-        )
+        return breaches(self.emails_charged, self.bounces)
+
+
+def breaches(emails_charged: int, bounces: int) -> bool:
+    """R25: does a period with these counts breach the guarantee?"""
+    return (
+        emails_charged >= GUARANTEE_MIN_EMAILS
+        and bounces * 100 > emails_charged * GUARANTEE_MAX_BOUNCE_PERCENT
+    )
 
 
 def tally(account: str, period: Period, entries: Iterable[LedgerEntry]) -> Guarantee:

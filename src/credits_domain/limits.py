@@ -36,6 +36,10 @@ MAX_STATEMENT_CURSOR: Final = 10**15
 MAX_REASON_LENGTH: Final = 200
 """Characters of a top-up's reason (R8): it is kept on every ledger entry it makes."""
 MAX_ACCOUNTS_PAGE: Final = 1_000
+MAX_EVENTS_PAGE: Final = 1_000
+"""R24: the most events one call of `service.events` answers."""
+MAX_LOW_THRESHOLD: Final = 10**12
+"""R24: the highest low-balance threshold one may set (credits)."""
 """Accounts a client may ask for in one page of the list of accounts."""
 MAX_API_KEYS_PAGE: Final = 1_000
 """API keys a client may ask for in one page of the list of keys."""

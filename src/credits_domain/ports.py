@@ -48,6 +48,7 @@ import attrs
 from credits_domain.charging import Candidates, ChargeRequest, ChargeResult
 from credits_domain.contact import Channel, Contact
 from credits_domain.dedup import Ownership
+from credits_domain.events import Event
 from credits_domain.keys import IssuedKey
 from credits_domain.ledger import LedgerEntry
 from credits_domain.plans import Credits, Price
@@ -228,6 +229,16 @@ class Repository(Protocol):
 
         Raises InvalidRequest for a limit outside 0..2**63-1, an after_seq outside
         -1..2**63-1 (or either not an int), a naive instant, an invalid account id."""
+        ...
+
+    def events(self, account: str, *, after_seq: int = 0, limit: int) -> Sequence[Event]:
+        """Up to `limit` committed events of the account (R24) with seq > after_seq, by
+        seq; exactly `limit` of them while more remain; none for an account that never
+        subscribed. Events are written by save_wallet/add_wallet with the wallet
+        (`Wallet.pending_events`), in the same transaction (the outbox).
+
+        Raises InvalidRequest for a limit outside 0..2**63-1, an after_seq outside
+        0..2**63-1 (or either not an int), an invalid account id."""
         ...
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:

@@ -58,10 +58,13 @@ from credits_domain.errors import (
     UnknownAccount,
     invariant,
 )
+from credits_domain.events import Event
 from credits_domain.guarantee import Guarantee, member_usage, tally
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.limits import (
     MAX_ACCOUNTS_PAGE,
+    MAX_EVENTS_PAGE,
+    MAX_LOW_THRESHOLD,
     STATEMENT_PAGE_SIZE,
     check_account,
     check_destination,
@@ -87,6 +90,8 @@ from credits_domain.verdict import Verdict
 from credits_domain.wallet import PlanChange, Status, Wallet
 
 T = TypeVar("T")
+
+MAX_EVENT_SEQ = 2**63 - 1  # R24: the largest event seq storage keeps (signed 64-bit)
 
 
 @attrs.frozen(kw_only=True)
@@ -470,7 +475,13 @@ class CreditService:
             # changed the wallet, which the renewal job must not find due again.
             boundaries = wallet.catch_up(now)
             released = wallet.release_expired_holds(now)
-            if boundaries or released or wallet.next_seq != seq or wallet.pending_entries:
+            if (
+                boundaries
+                or released
+                or wallet.next_seq != seq
+                or wallet.pending_entries
+                or wallet.pending_events  # R24: period.renewed of a paused account
+            ):
                 uow.save_wallet(wallet)  # touching an account applies what time has done
             return read(wallet)
 
@@ -615,6 +626,54 @@ class CreditService:
         until = chosen.end + timedelta(seconds=self._policy.refund_window_s, microseconds=1)
         return member_usage(member, chosen, self._stream(account, chosen.start, until, -1))
 
+    # -- events (R24) ----------------------------------------------------------------------
+
+    def set_low_balance_threshold(self, account: str, pool: Channel, credits: int | None) -> None:
+        """R24: `credits.low` fires when `pool`'s balance falls to `credits` or below
+        (None: back to the default, 10% of the plan's monthly allowance, rounded up). It
+        acts from the next balance change; setting it fires nothing by itself."""
+        if not isinstance(pool, Channel):
+            raise InvalidRequest(f"pool must be a Channel (email or mobile), got {pool!r}")
+        if credits is not None and (
+            type(credits) is not int or not 0 <= credits <= MAX_LOW_THRESHOLD
+        ):
+            raise InvalidRequest(
+                f"a low-balance threshold is a whole number of credits from 0 to "
+                f"{MAX_LOW_THRESHOLD}, or None for the plan's default; got {credits!r}"
+            )
+        self._change(account, lambda wallet, now: wallet.set_low_threshold(pool, credits))
+
+    def low_balance_thresholds(self, account: str) -> Credits:
+        """R24: each pool's low-balance threshold now (the one set, else the default)."""
+        return self._read(
+            account,
+            lambda wallet: Credits.from_pools(
+                {pool: wallet.low_threshold(pool) for pool in Channel}
+            ),
+        )
+
+    def events(
+        self, account: str, *, after_seq: int | None = None, limit: int = 100
+    ) -> list[Event]:
+        """R24: the account's events with seq > `after_seq` (None: from the first), oldest
+        first, at most `limit` (1..MAX_EVENTS_PAGE); fewer than `limit` means none more
+        for now. Reading applies what time has done first (a renewal due, a grant
+        expired), so its events are among them."""
+        account = check_account(account)
+        if after_seq is not None and (
+            type(after_seq) is not int or not 0 <= after_seq <= MAX_EVENT_SEQ
+        ):
+            raise InvalidRequest(
+                f"after_seq must be a whole number from 0 to {MAX_EVENT_SEQ}, or None; "
+                f"got {after_seq!r}"
+            )
+        if type(limit) is not int or not 1 <= limit <= MAX_EVENTS_PAGE:
+            raise InvalidRequest(
+                f"limit must be a whole number from 1 to {MAX_EVENTS_PAGE}, got {limit!r}"
+            )
+        self._read(account, lambda wallet: None)  # UnknownAccount, and time applied
+        return list(self._repository.events(account, after_seq=after_seq or 0, limit=limit))
+
     # -- the deliverability guarantee (R25) ------------------------------------------------
 
     def guarantee(self, account: str, period: Period | None = None) -> Guarantee:
@@ -664,6 +723,7 @@ class CreditService:
             if record.member is not None and record.member in wallet.members:
                 # R22: the member's usage in the period of the charge goes down.
                 wallet.count_usage(record.member, record.pool, -record.credits, record.charged_at)
+            wallet.count_bounce(record.charged_at, now)  # R25, for guarantee.breached (R24)
             uow.dedup.mark_refunded(account, contact, now)
             wallet.check_invariants()
             uow.save_wallet(wallet)

@@ -7,8 +7,11 @@ A Wallet changes only through its methods, and each method keeps the invariants:
 - R6: a lapsed wallet holds nothing;
 - R23: a pool's expiring grants hold no more than its balance, and a grant that reached
   its expiry keeps a remainder only while open holds may still charge it.
-Storage adapters persist `pending_entries` with the wallet and then call
-`entries_saved()`; they never set fields themselves except through `restore()`.
+- R24: every change a customer's systems care about appends exactly one event, numbered
+  by the account's event `seq` without gaps (1, 2, 3, ...).
+Storage adapters persist `pending_entries` and `pending_events` with the wallet and then
+call `entries_saved()` and `events_saved()`; they never set fields themselves except
+through `restore()`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from credits_domain.errors import (
     UnknownMember,
     invariant,
 )
+from credits_domain.events import Event, EventType
+from credits_domain.guarantee import GUARANTEE_MIN_EMAILS, breaches
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.periods import Period
 from credits_domain.plans import Credits, Plan
@@ -38,6 +43,34 @@ MAX_RENEWALS_PER_CATCH_UP = 1_200
 MAX_OPEN_GRANTS = 100
 # R22: team members of one account.
 MAX_MEMBERS = 1_000
+# R24: the default low-balance threshold is this percentage of the plan's monthly
+# allowance for the pool, rounded up (so a pool with any allowance has a threshold >= 1).
+DEFAULT_LOW_PERCENT = 10
+# R24: a balance event fires on the entries that spend credits or take them away during
+# a period; boundaries (rollover forfeits, a lapse) report themselves as period.renewed
+# and subscription.lapsed instead.
+BALANCE_EVENT_KINDS = frozenset({EntryKind.CHARGE, EntryKind.EXPIRE})
+# R24/R25: the periods whose guarantee counts a wallet keeps (the current one and the
+# ones before it): a bounce of a charge older than that is refunded but not counted
+# towards guarantee.breached (R18's default window is 30 days: two periods at most).
+MAX_TALLY_PERIODS = 13
+_EMAIL_DATUM = Channel.EMAIL.value + ":"
+
+
+@attrs.frozen(kw_only=True)
+class Tally:
+    """R25 counts of one period, kept so that guarantee.breached (R24) is decided in the
+    unit of work of the charge or bounce that breaches: emails charged in the period,
+    bounces of those emails, and whether the period has breached already."""
+
+    emails: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    bounces: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    breached: bool = False
+
+
+def default_low_threshold(plan: Plan, pool: Channel) -> int:
+    """R24: 10% of the plan's monthly allowance for `pool`, rounded up."""
+    return -(-plan.monthly.of(pool) * DEFAULT_LOW_PERCENT // 100)
 
 
 class Status(enum.Enum):
@@ -123,7 +156,12 @@ class Wallet:
     version: int = 0
     grants: dict[int, Grant] = attrs.field(factory=dict)  # R23, by grant_id
     members: dict[str, Member] = attrs.field(factory=dict)  # R22, by member id
+    # R24: thresholds set with set_low_threshold (a pool missing: the plan's default).
+    low_thresholds: dict[Channel, int] = attrs.field(factory=dict)
+    next_event_seq: int = 1  # R24: the seq of the account's next event
+    tallies: dict[int, Tally] = attrs.field(factory=dict)  # R25 counts by period index
     pending_entries: list[LedgerEntry] = attrs.field(factory=list)
+    pending_events: list[Event] = attrs.field(factory=list)
 
     # -- construction -------------------------------------------------------------------
 
@@ -164,6 +202,9 @@ class Wallet:
         version: int,
         grants: Mapping[int, Grant] | None = None,
         members: Mapping[str, Member] | None = None,
+        low_thresholds: Mapping[Channel, int] | None = None,
+        next_event_seq: int = 1,
+        tallies: Mapping[int, Tally] | None = None,
     ) -> Wallet:
         """Rebuild a stored wallet (for adapters); checks the invariants it was saved with."""
         wallet = cls(
@@ -181,6 +222,9 @@ class Wallet:
             version=version,
             grants=dict(grants or {}),
             members=dict(members or {}),
+            low_thresholds=dict(low_thresholds or {}),
+            next_event_seq=next_event_seq,
+            tallies=dict(tallies or {}),
         )
         wallet.check_invariants()
         return wallet
@@ -195,6 +239,7 @@ class Wallet:
         self.period_index = 0
         self.ends_at = None
         self.pending_plan = None
+        self.tallies.clear()  # R25: counts of the old subscription's periods (a new anchor)
         self._grant_allowance(at, Operation.SUBSCRIBE)
 
     # -- reading ------------------------------------------------------------------------
@@ -239,6 +284,9 @@ class Wallet:
             expired = sum(g.remaining for g in self.grants.values() if g.expired and g.pool is pool)
             invariant(expired <= self.held(pool), "an expired grant kept beyond holds (R23)")
         invariant(len(self.grants) <= MAX_OPEN_GRANTS, "too many open grants (R23)")
+        invariant(self.next_event_seq >= 1, "event seqs start at 1 (R24)")
+        invariant(len(self.tallies) <= MAX_TALLY_PERIODS, "guarantee counts kept (R25)")
+        invariant(all(v >= 0 for v in self.low_thresholds.values()), "a low threshold >= 0 (R24)")
         if self.status is Status.LAPSED:
             invariant(not self.holds, "a lapsed wallet has no holds (R6)")
             invariant(not any(self.balances.values()), "a lapsed wallet holds no credits (R6)")
@@ -263,11 +311,26 @@ class Wallet:
                 self._lapse(boundary)
             else:
                 self.period_index += 1
+                self._forget_old_tallies()
                 if self.pending_plan is not None:  # R7: a downgrade waits for the renewal
-                    self.plan, self.pending_plan = self.pending_plan, None
+                    old, self.plan, self.pending_plan = self.plan, self.pending_plan, None
+                    self._plan_changed(old, boundary)
                 if self.status is Status.ACTIVE:  # R6: a paused subscription grants nothing
                     self._apply_rollover_cap(boundary)
                     self._grant_allowance(boundary, Operation.RENEWAL)
+                period = self.period()
+                self.emit(
+                    EventType.PERIOD_RENEWED,
+                    boundary,
+                    {
+                        "period": self.period_index,
+                        "start": _iso(period.start),
+                        "end": _iso(period.end),
+                        "plan": self.plan.name,
+                        "status": self.status.value,
+                        "balance": self._balances_json(),
+                    },
+                )
             applied += 1
         self.expire_grants(now)
         return applied
@@ -304,6 +367,17 @@ class Wallet:
                 )
                 # Released by a hold's end after its instant: it leaves the pool now.
                 at = now if grant.expired else grant.expires_at
+                self.emit(  # R24: the expiry first, then what it did to the balance
+                    EventType.GRANT_EXPIRED,
+                    at,
+                    {
+                        "grant": grant.grant_id,
+                        "pool": grant.pool.value,
+                        "credits": gone,
+                        "expires_at": _iso(grant.expires_at),
+                        "entry_seq": self.next_seq,
+                    },
+                )
                 self._append(EntryKind.EXPIRE, grant.pool, -gone, at, cause)
                 appended += 1
             if keep:
@@ -371,6 +445,11 @@ class Wallet:
         self.status = Status.LAPSED
         self.ends_at = None
         self.pending_plan = None
+        self.emit(
+            EventType.SUBSCRIPTION_LAPSED,
+            at,
+            {"plan": self.plan.name, "period": self.period_index},
+        )
 
     # -- subscription changes (R6, R7) ---------------------------------------------------
 
@@ -388,13 +467,21 @@ class Wallet:
         period = self.period()
         left_s = (period.end - now) // timedelta(seconds=1)
         invariant(0 <= left_s <= period.length_s, "plan change outside the current period")
-        self.plan, self.pending_plan = plan, None
+        previous, self.plan, self.pending_plan = self.plan, plan, None
+        self._plan_changed(previous, now)
         for pool in Channel:
             extra = (new.of(pool) - old.of(pool)) * left_s // period.length_s
             if extra > 0:
                 cause = Cause(operation=Operation.UPGRADE, plan=plan.name, period=self.period_index)
                 self._append(EntryKind.GRANT, pool, extra, now, cause)
         return PlanChange.UPGRADED
+
+    def _plan_changed(self, old: Plan, at: datetime) -> None:
+        self.emit(
+            EventType.PLAN_CHANGED,
+            at,
+            {"from": old.name, "to": self.plan.name, "period": self.period_index},
+        )
 
     def cancel(self) -> datetime:
         """R6: the subscription ends at the end of the current period; returns that instant."""
@@ -543,7 +630,20 @@ class Wallet:
             if back:
                 self.grants[grant.grant_id] = attrs.evolve(grant, remaining=grant.remaining + back)
                 cause = attrs.evolve(cause, grant=grant.grant_id)
-        return self._append(EntryKind.REFUND, pool, credits, at, cause)
+        entry = self._append(EntryKind.REFUND, pool, credits, at, cause)
+        self.emit(
+            EventType.CHARGE_REFUNDED,
+            at,
+            {
+                "datum": cause.datum,
+                "pool": pool.value,
+                "credits": credits,
+                "reason": cause.operation.value,
+                "member": cause.member,
+                "entry_seq": entry.seq,
+            },
+        )
+        return entry
 
     def top_up(
         self,
@@ -582,12 +682,127 @@ class Wallet:
             balance_after=after,
             cause=cause,
         )
+        before = self.balances[pool]
         self.balances[pool] = after
         self.next_seq += 1
         self.pending_entries.append(entry)
+        if amount < 0 and kind in BALANCE_EVENT_KINDS:
+            self._balance_events(entry, before)
+        if kind is EntryKind.CHARGE and cause.datum and cause.datum.startswith(_EMAIL_DATUM):
+            self._count(self.period_index, at, emails=1)  # R25
         return entry
 
     def entries_saved(self) -> list[LedgerEntry]:
         """Hand over the new entries to storage (called by adapters on save)."""
         saved, self.pending_entries = self.pending_entries, []
         return saved
+
+    # -- events (R24) ----------------------------------------------------------------------
+
+    def low_threshold(self, pool: Channel) -> int:
+        """R24: the balance at or below which `pool` is low: the one set, else 10% of
+        the plan's monthly allowance for the pool, rounded up."""
+        found = self.low_thresholds.get(pool)
+        return default_low_threshold(self.plan, pool) if found is None else found
+
+    def set_low_threshold(self, pool: Channel, credits: int | None) -> None:
+        """R24: the pool's low-balance threshold; None goes back to the plan's default.
+        It acts on the next balance change: setting it fires nothing by itself."""
+        if credits is None:
+            self.low_thresholds.pop(pool, None)
+        else:
+            invariant(credits >= 0, "a low threshold >= 0 (R24)")
+            self.low_thresholds[pool] = credits
+
+    def fires_nothing(self, cost: Credits, emails: int) -> bool:
+        """R24: would charging `cost` for `emails` email data leave every pool it
+        charges above its threshold, and the period's guarantee unbreached or breached
+        before (so that no event can fire)? The one-call paths charge only then, and
+        count the emails (`period_emails`). A charge can first breach a period only when
+        it takes the period's emails to 100 or more from below (past 100, charges only
+        lower the rate), and then it breaches at the 100th email if at all."""
+        current = self.tallies.get(self.period_index, Tally())
+        counted, after = current.emails, current.emails + emails
+        return all(
+            not cost.of(pool) or self.balances[pool] - cost.of(pool) > self.low_threshold(pool)
+            for pool in Channel
+        ) and not (
+            # The rate is highest at the 100th email: a breach anywhere in the batch is one there.
+            counted < GUARANTEE_MIN_EMAILS <= after
+            and breaches(GUARANTEE_MIN_EMAILS, current.bounces)
+        )
+
+    @property
+    def period_emails(self) -> int:
+        """R25: the emails charged in the current period so far."""
+        found = self.tallies.get(self.period_index)
+        return 0 if found is None else found.emails
+
+    def count_bounce(self, charged_at: datetime, at: datetime) -> None:
+        """R25: a bounce of an email charged at `charged_at` counts for that period (if
+        it is among the periods kept); guarantee.breached if the period first breaches."""
+        low = max(0, self.period_index - MAX_TALLY_PERIODS + 1)
+        for index in range(self.period_index, low - 1, -1):
+            period = Period.of(self.anchor, index)
+            if period.start <= charged_at < period.end:
+                self._count(index, at, bounces=1)
+                return
+
+    def _count(self, index: int, at: datetime, *, emails: int = 0, bounces: int = 0) -> None:
+        found = self.tallies.get(index, Tally())
+        tally = attrs.evolve(found, emails=found.emails + emails, bounces=found.bounces + bounces)
+        if not tally.breached and breaches(tally.emails, tally.bounces):
+            tally = attrs.evolve(tally, breached=True)
+            period = Period.of(self.anchor, index)
+            self.emit(
+                EventType.GUARANTEE_BREACHED,
+                at,
+                {
+                    "period": index,
+                    "start": _iso(period.start),
+                    "end": _iso(period.end),
+                    "emails_charged": tally.emails,
+                    "bounces": tally.bounces,
+                },
+            )
+        self.tallies[index] = tally
+
+    def _forget_old_tallies(self) -> None:
+        oldest = self.period_index - MAX_TALLY_PERIODS + 1
+        for index in [i for i in self.tallies if i < oldest]:
+            del self.tallies[index]
+
+    def _balance_events(self, entry: LedgerEntry, before: int) -> None:
+        """R24: credits.low when the balance crosses down to its threshold or below,
+        credits.depleted when it reaches zero; once per crossing (the balance before the
+        entry was above), so rising above again re-arms them."""
+        after, threshold = entry.balance_after, self.low_threshold(entry.pool)
+        data = {
+            "pool": entry.pool.value,
+            "balance": after,
+            "threshold": threshold,
+            "entry_seq": entry.seq,
+        }
+        if before > threshold >= after:
+            self.emit(EventType.CREDITS_LOW, entry.at, data)
+        if before > 0 == after:
+            self.emit(EventType.CREDITS_DEPLETED, entry.at, data)
+
+    def emit(self, kind: EventType, at: datetime, data: Mapping[str, object]) -> Event:
+        """Append the account's next event (R24); storage writes it with the wallet."""
+        event = Event(account=self.account, seq=self.next_event_seq, type=kind, at=at, data=data)
+        self.next_event_seq += 1
+        self.pending_events.append(event)
+        return event
+
+    def events_saved(self) -> list[Event]:
+        """Hand over the new events to storage (called by adapters on save)."""
+        saved, self.pending_events = self.pending_events, []
+        return saved
+
+    def _balances_json(self) -> dict[str, int]:
+        return {pool.value: self.balances[pool] for pool in Channel}
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat()

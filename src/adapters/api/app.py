@@ -16,6 +16,8 @@
     GET  /balance-at?at=2025-01-31T00:00:00Z                R21
     GET  /statement?cursor=&limit=&period=                  R21, paged by seq
     GET  /guarantee?period=                                 R25
+    GET  /events?after_seq=&limit=                          R24, paged by seq
+    PUT  /low-balance-threshold  {"pool": "email", "credits": 50}  R24
     POST /members                {"member": "alice"}        R22
     PUT  /members/allowance      {"member": "alice", "allowance": {"email": 50}}  R22
     GET  /members/usage?member=&period=                     R22
@@ -101,6 +103,7 @@ _QUERY_PARAMETERS: Final[Mapping[str, tuple[str, ...]]] = {
     "statement": ("cursor", "limit", "period"),
     "balance_at": ("at",),
     "guarantee": ("period",),
+    "events": ("after_seq", "limit"),
     "member_usage": ("member", "period"),
 }
 
@@ -446,6 +449,21 @@ class _Api:
             schemas.render_guarantee(self.service(call.account).guarantee(call.account, period)),
         )
 
+    def events(self, call: _Call) -> _Answer:
+        query = schemas.EventsQuery.parse(call.query)
+        found = self.service(call.account).events(
+            call.account, after_seq=query.after_seq, limit=query.limit
+        )
+        return _Answer(200, schemas.render_events(found, query.after_seq))
+
+    def set_low_balance_threshold(self, call: _Call) -> _Answer:
+        request = schemas.decode(call.json(), shapes.LowBalanceThresholdRequest)
+        self.service(call.account).set_low_balance_threshold(
+            call.account, request.pool, request.credits
+        )
+        now = self.service(call.account).low_balance_thresholds(call.account)
+        return _Answer(200, shapes.LowBalanceThresholds(email=now.email, mobile=now.mobile))
+
     def statement(self, call: _Call) -> _Answer:
         query = schemas.StatementQuery.parse(call.query)
         period = (
@@ -576,6 +594,8 @@ def create_app(
         route("/balance-at", {"GET": api.balance_at}),
         route("/statement", {"GET": api.statement}),
         route("/guarantee", {"GET": api.guarantee}),
+        route("/events", {"GET": api.events}),
+        route("/low-balance-threshold", {"PUT": api.set_low_balance_threshold}),
         route("/members", {"POST": api.add_member}),
         route("/members/allowance", {"PUT": api.set_member_allowance}),
         route("/members/usage", {"GET": api.member_usage}),

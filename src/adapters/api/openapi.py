@@ -22,6 +22,7 @@ from adapters.api.shapes import RequestShapes
 from credits_domain.limits import (
     DEFAULT_STATEMENT_PAGE,
     MAX_ACCOUNT_ID_LENGTH,
+    MAX_EVENTS_PAGE,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_PERIOD_INDEX,
     MAX_STATEMENT_CURSOR,
@@ -74,6 +75,9 @@ class _Schemas:
             shapes.MemberAdded,
             shapes.MemberAllowance,
             shapes.MemberUsage,
+            shapes.Events,
+            shapes.LowBalanceThresholdRequest,
+            shapes.LowBalanceThresholds,
             Problem,
         ]
         refs, self.components = msgspec.json.schema_components(bodies, ref_template=REF_TEMPLATE)
@@ -437,6 +441,36 @@ def openapi_document(requests: RequestShapes) -> Json:
                     },
                     _current_period(),
                 ],
+            )
+        },
+        f"{account_path}/events": {
+            "get": _operation(
+                schemas,
+                "events",
+                "The account's events, oldest first, paged by seq (R24)",
+                (200, _ok("One page of events", schemas.ref(shapes.Events))),
+                [*_READ_PROBLEMS, 422],
+                parameters=[
+                    _int_query(
+                        "after_seq",
+                        0,
+                        2**63 - 1,
+                        "The seq of the last event already read (next_after_seq of the page "
+                        "before); absent: from the first event.",
+                    ),
+                    _int_query("limit", 1, MAX_EVENTS_PAGE, "Events per page (default 100)."),
+                ],
+            )
+        },
+        f"{account_path}/low-balance-threshold": {
+            "put": _operation(
+                schemas,
+                "setLowBalanceThreshold",
+                "Set (or, with null, reset) a pool's low-balance threshold (R24)",
+                (200, _ok("Each pool's threshold now", schemas.ref(shapes.LowBalanceThresholds))),
+                _BODY_PROBLEMS,
+                body=shapes.LowBalanceThresholdRequest,
+                example={"pool": "email", "credits": 500},
             )
         },
         f"{account_path}/guarantee": {

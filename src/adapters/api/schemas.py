@@ -42,6 +42,7 @@ from credits_domain import (
     Contact,
     Credits,
     CreditsError,
+    Event,
     Guarantee,
     InvalidRequest,
     LedgerEntry,
@@ -54,6 +55,7 @@ from credits_domain import (
 )
 from credits_domain.limits import (
     DEFAULT_STATEMENT_PAGE,
+    MAX_EVENTS_PAGE,
     MAX_PERIOD_INDEX,
     MAX_STATEMENT_CURSOR,
     MAX_STATEMENT_PAGE,
@@ -277,6 +279,39 @@ class StatementQuery:
             limit=DEFAULT_STATEMENT_PAGE if limit is None else limit,
             period=_int_param(params, "period", low=0, high=MAX_PERIOD_INDEX),
         )
+
+
+DEFAULT_EVENTS_PAGE: Final = 100
+MAX_EVENT_CURSOR: Final = 2**63 - 1
+
+
+@attrs.frozen
+class EventsQuery:
+    """`?after_seq=` the seq of the last event already read (absent: from the first),
+    `?limit=` events per page (R24)."""
+
+    after_seq: int | None
+    limit: int
+
+    @classmethod
+    def parse(cls, params: Mapping[str, list[str]]) -> EventsQuery:
+        limit = _int_param(params, "limit", low=1, high=MAX_EVENTS_PAGE)
+        return cls(
+            after_seq=_int_param(params, "after_seq", low=0, high=MAX_EVENT_CURSOR),
+            limit=DEFAULT_EVENTS_PAGE if limit is None else limit,
+        )
+
+
+def render_events(events: Sequence[Event], after_seq: int | None) -> shapes.Events:
+    return shapes.Events(
+        events=[
+            shapes.Event(
+                id=e.id, type=e.type, account=e.account, seq=e.seq, at=_utc(e.at), data=dict(e.data)
+            )
+            for e in events
+        ],
+        next_after_seq=events[-1].seq if events else after_seq or 0,
+    )
 
 
 def parse_member_param(params: Mapping[str, list[str]]) -> str:

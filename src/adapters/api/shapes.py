@@ -24,11 +24,21 @@ import attrs
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from credits_domain import Channel, EntryKind, Operation, Outcome, PlanChange, Status, Verdict
+from credits_domain import (
+    Channel,
+    EntryKind,
+    EventType,
+    Operation,
+    Outcome,
+    PlanChange,
+    Status,
+    Verdict,
+)
 from credits_domain.limits import (
     MAX_ACCOUNT_ID_LENGTH,
     MAX_CONTACT_INPUT_LENGTH,
     MAX_DESTINATION_LENGTH,
+    MAX_LOW_THRESHOLD,
     MAX_PLAN_NAME_LENGTH,
     MAX_REASON_LENGTH,
 )
@@ -353,6 +363,42 @@ class PastBalance(Shape, frozen=True):
     """Both pools at an instant, read from the ledger (R21)."""
 
     at: Instant
+    email: Count
+    mobile: Count
+
+
+class Event(Shape, frozen=True):
+    """One event of the account (R24), written with the change it reports."""
+
+    id: Annotated[str, Meta(description="The same in every read and on every webhook retry.")]
+    type: EventType
+    account: str
+    seq: Annotated[int, Meta(ge=1, description="1, 2, 3, ... per account, without gaps.")]
+    at: Instant
+    data: dict[str, Any]
+
+
+class Events(Shape, frozen=True):
+    """A page of the account's events, oldest first (R24)."""
+
+    events: list[Event]
+    next_after_seq: Annotated[
+        int,
+        Meta(ge=0, description="The after_seq of the next page (the last seq read)."),
+    ]
+
+
+class LowBalanceThresholdRequest(Shape, frozen=True):
+    """R24: credits.low fires when the pool's balance falls to `credits` or below; null
+    goes back to the default (10% of the plan's monthly allowance, rounded up)."""
+
+    pool: Channel
+    credits: Annotated[int, Meta(ge=0, le=MAX_LOW_THRESHOLD)] | None
+
+
+class LowBalanceThresholds(Shape, frozen=True):
+    """Each pool's low-balance threshold now (R24)."""
+
     email: Count
     mobile: Count
 

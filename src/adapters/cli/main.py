@@ -2,6 +2,8 @@
 
     credits accounts | balance | statement | guarantee ...
                                                   reading (adapters.cli.reading)
+    credits events ACCOUNT | threshold ACCOUNT POOL CREDITS
+                                                  R24's events (adapters.cli.events)
     credits subscribe | change-plan | cancel | pause | resume | top-up | bounce ...
                                                   changing an account (adapters.cli.operating)
     credits unlock | export | enrich ACCOUNT (CONTACTS... | FILE.csv)
@@ -38,6 +40,7 @@ from adapters.bootstrap import DEFAULT_DATABASE_URL, Settings
 from adapters.cli import charging, operating, reading, render, version_line
 from adapters.cli.conformance import conformance
 from adapters.cli.demo import demo
+from adapters.cli.events import events, threshold
 from adapters.cli.members import members_app
 from adapters.cli.serve import register
 from adapters.cli.support import (
@@ -96,6 +99,8 @@ app.command(cls=HelpCommand)(reading.accounts)
 app.command(cls=HelpCommand)(reading.balance)
 app.command(cls=HelpCommand)(reading.statement)
 app.command(cls=HelpCommand)(reading.guarantee)
+app.command(cls=HelpCommand)(events)
+app.command(cls=HelpCommand)(threshold)
 app.command(cls=HelpCommand)(operating.subscribe)
 app.command("change-plan", cls=HelpCommand)(operating.change_plan)
 app.command(cls=HelpCommand)(operating.cancel)

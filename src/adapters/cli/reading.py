@@ -26,6 +26,7 @@ from adapters.cli.support import (
     FormatOption,
     bounded,
     db_hint,
+    limit_option,
     reported,
     wired,
 )
@@ -98,16 +99,7 @@ def accounts(
             callback=bounded(MAX_ACCOUNT_ID_LENGTH),
         ),
     ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            "--limit",
-            metavar="N",
-            min=1,
-            max=MAX_ACCOUNTS_PAGE,
-            help=f"At most N accounts (1 to {MAX_ACCOUNTS_PAGE:,}).",
-        ),
-    ] = 100,
+    limit: Annotated[int, limit_option("accounts", MAX_ACCOUNTS_PAGE)] = 100,
     output: FormatOption = Format.TABLE,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:

@@ -57,6 +57,7 @@ from adapters.cli.support import (
     VerifierUrlOption,
     bounded,
     fail,
+    limit_option,
     reported,
     verifier_settings,
     wired,
@@ -159,16 +160,7 @@ def keys_list(
             callback=bounded(16),
         ),
     ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            "--limit",
-            metavar="N",
-            min=1,
-            max=MAX_API_KEYS_PAGE,
-            help=f"At most N keys (1 to {MAX_API_KEYS_PAGE:,}).",
-        ),
-    ] = 100,
+    limit: Annotated[int, limit_option("keys", MAX_API_KEYS_PAGE)] = 100,
     output: FormatOption = Format.TABLE,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:

@@ -46,6 +46,13 @@ def bounded(limit: int) -> Callable[[str | None], str | None]:
     return check
 
 
+def limit_option(items: str, maximum: int) -> Any:
+    """`--limit N`: at most N `items` on a page, 1 to `maximum`."""
+    return typer.Option(
+        "--limit", metavar="N", min=1, max=maximum, help=f"At most N {items} (1 to {maximum:,})."
+    )
+
+
 AccountArgument = Annotated[
     str,
     typer.Argument(

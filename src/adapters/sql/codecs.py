@@ -19,6 +19,8 @@ from credits_domain import (
     Contact,
     Credits,
     EntryKind,
+    Event,
+    EventType,
     Grant,
     Hold,
     IdempotencyRecord,
@@ -35,6 +37,7 @@ from credits_domain import (
     Wallet,
 )
 from credits_domain.periods import require_utc
+from credits_domain.wallet import Tally
 
 # -- plans and results as JSON (plans are data: the Plan itself is stored) -------------
 
@@ -134,7 +137,62 @@ def wallet_values(wallet: Wallet) -> dict[str, Any]:
         "next_boundary_at": wallet.next_boundary_at,
         "grants": grants_to_json(wallet.grants) if wallet.grants else None,
         "members": members_to_json(wallet.members) if wallet.members else None,
+        "next_event_seq": wallet.next_event_seq,
+        "low_thresholds": {
+            p.value: v for p, v in sorted(wallet.low_thresholds.items(), key=_by_pool)
+        }
+        or None,
+        "low_email": wallet.low_threshold(Channel.EMAIL),
+        "low_mobile": wallet.low_threshold(Channel.MOBILE),
+        "period_emails": wallet.period_emails,
+        "period_bounces": wallet.tallies.get(wallet.period_index, Tally()).bounces,
+        "tallies": tallies_to_json(wallet.tallies, wallet.period_index),
     }
+
+
+def tallies_to_json(tallies: Mapping[int, Tally], current: int) -> dict[str, Any] | None:
+    """R25's counts by period as JSON; the current period's emails live in the column
+    `period_emails` (the one-call paths add to it), so they are 0 here."""
+    return {
+        str(index): [0 if index == current else t.emails, t.bounces, t.breached]
+        for index, t in sorted(tallies.items())
+    } or None
+
+
+def tallies_from_json(
+    data: Mapping[str, Any] | None, current: int, period_emails: int
+) -> dict[int, Tally]:
+    tallies = {
+        int(index): Tally(emails=emails, bounces=bounces, breached=breached)
+        for index, (emails, bounces, breached) in (data or {}).items()
+    }
+    if period_emails:
+        found = tallies.get(current, Tally())
+        tallies[current] = Tally(
+            emails=period_emails, bounces=found.bounces, breached=found.breached
+        )
+    return tallies
+
+
+def _by_pool(item: tuple[Channel, int]) -> str:
+    return item[0].value
+
+
+def event_values(event: Event) -> dict[str, Any]:
+    """R24: an event as a row of `credits_events`."""
+    return {
+        "account": event.account,
+        "seq": event.seq,
+        "type": event.type.value,
+        "at": event.at,
+        "data": dict(event.data),
+    }
+
+
+def event_from_row(row: Row[Any]) -> Event:
+    return Event(
+        account=row.account, seq=row.seq, type=EventType(row.type), at=row.at, data=row.data
+    )
 
 
 def members_to_json(members: Mapping[str, Member]) -> dict[str, Any]:
@@ -233,6 +291,9 @@ def wallet_from_rows(row: Row[Any], hold_rows: Sequence[Row[Any]]) -> Wallet:
         version=row.version,
         grants=grants_from_json(row.grants),
         members=members_from_json(row.members),
+        low_thresholds={Channel(p): v for p, v in (row.low_thresholds or {}).items()},
+        next_event_seq=row.next_event_seq,
+        tallies=tallies_from_json(row.tallies, row.period_index, row.period_emails),
     )
 
 

@@ -38,6 +38,7 @@ from credits_domain import (
 )
 from credits_domain.charging import Candidates, ChargeRequest
 from credits_domain.errors import invariant
+from credits_domain.guarantee import GUARANTEE_MIN_EMAILS, breaches
 
 _POOLS: Final = {channel.value: channel for channel in Channel}
 
@@ -76,7 +77,8 @@ def _positions(owned: str) -> list[int]:
 
 _LITE_WALLET: Final = (
     "SELECT status, next_boundary_at, plan, email_balance, mobile_balance, next_seq, "
-    "next_hold_no, period_index FROM credits_wallets WHERE account = ? "
+    "next_hold_no, period_index, low_email, low_mobile, period_emails, period_bounces "
+    "FROM credits_wallets WHERE account = ? "
     "AND grants IS NULL"  # R23: a wallet with expiring grants charges through the Wallet
 )
 _LITE_EXPIRED_HOLD: Final = (
@@ -118,13 +120,32 @@ _LITE_INSERT_OWNED: Final = (
 _LITE_DELETE_HOLD: Final = "DELETE FROM credits_holds WHERE account = ? AND hold_id = ?"
 _LITE_CHARGE_WALLET: Final = (
     "UPDATE credits_wallets SET email_balance = email_balance - ?, "
-    "mobile_balance = mobile_balance - ?, next_seq = next_seq + ?, version = version + 1 "
-    "WHERE account = ?"
+    "mobile_balance = mobile_balance - ?, next_seq = next_seq + ?, version = version + 1, "
+    "period_emails = period_emails + ? WHERE account = ?"
 )
 _LITE_STORE_RESULT: Final = (
     "UPDATE credits_idempotency SET result = ?, hold_id = NULL, created_at = ? "
     "WHERE account = ? AND key = ?"
 )
+
+
+def _fires_nothing(
+    cost: Credits, emails: int, balances: Sequence[int], stored: Sequence[Any]
+) -> bool:
+    """R24, as Wallet.fires_nothing: every pool charged stays above its threshold in
+    force (unknown until the wallet is saved after revision 0008: then no), and the
+    charge cannot first breach the period's guarantee (R25)."""
+    low_email, low_mobile, counted, bounced = stored
+    if low_email is None or low_mobile is None:
+        return False
+    return (
+        (not cost.email or balances[0] - cost.email > low_email)
+        and (not cost.mobile or balances[1] - cost.mobile > low_mobile)
+        and not (
+            counted < GUARANTEE_MIN_EMAILS <= counted + emails
+            and breaches(GUARANTEE_MIN_EMAILS, bounced)  # at the 100th email, if anywhere
+        )
+    )
 
 
 class FastPath:
@@ -329,6 +350,9 @@ class FastPath:
         bought = self._lite_owned(connection, account, charged.contacts)
         if bought:
             return BoughtMeanwhile(contacts=bought)
+        emails = sum(1 for contact in charged.contacts if contact.channel is Channel.EMAIL)
+        if not _fires_nothing(charged.cost, emails, wallet[3:5], wallet[8:12]):
+            return None  # R24: the charge may fire an event; the Wallet writes it
         last = run(_LITE_LAST_AT, (account,)).first()
         charged_at = at if last is None or last[0] <= at else last[0]  # never before the last
         plan_name = self._plan(wallet[2])[0]
@@ -367,7 +391,7 @@ class FastPath:
             run(_LITE_DELETE_HOLD, (account, hold_id))
         run(
             _LITE_CHARGE_WALLET,
-            (total[Channel.EMAIL], total[Channel.MOBILE], len(entries), account),
+            (total[Channel.EMAIL], total[Channel.MOBILE], len(entries), emails, account),
         )
         if key is not None:
             run(_LITE_STORE_RESULT, (stored, at, account, key))

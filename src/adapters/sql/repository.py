@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.sql.codecs import (
     entry_from_row,
+    event_from_row,
     ownership_from_row,
 )
 from adapters.sql.engine import (
@@ -69,6 +70,9 @@ from adapters.sql.migrate import (
     upgrade_engine,
 )
 from adapters.sql.schema import (
+    events as event_rows,
+)
+from adapters.sql.schema import (
     ledger,
     ownership,
     wallets,
@@ -82,6 +86,7 @@ from credits_domain import (
     Channel,
     ChargeResult,
     Contact,
+    Event,
     FastReservation,
     InvalidRequest,
     LedgerEntry,
@@ -245,6 +250,20 @@ class SqlRepository:
         query = query.order_by(ledger.c.seq).limit(self._check_limit(limit))
         with self._reading("reading the ledger") as connection:
             return [entry_from_row(row) for row in connection.execute(query)]
+
+    def events(self, account: str, *, after_seq: int = 0, limit: int) -> Sequence[Event]:
+        if not _whole(after_seq) or not 0 <= after_seq <= MAX_INT64:
+            raise InvalidRequest(
+                f"after_seq must be a whole number from 0 to 2**63-1, got {after_seq!r}"
+            )
+        query = (
+            sa.select(event_rows)
+            .where(event_rows.c.account == check_account(account), event_rows.c.seq > after_seq)
+            .order_by(event_rows.c.seq)
+            .limit(self._check_limit(limit))
+        )
+        with self._reading("reading events") as connection:
+            return [event_from_row(row) for row in connection.execute(query)]
 
     def last_entry(self, account: str, pool: Channel, at: datetime) -> LedgerEntry | None:
         if not isinstance(pool, Channel):

@@ -75,6 +75,28 @@ wallets = sa.Table(
     sa.Column("next_boundary_at", UtcInstant),
     sa.Column("grants", JSON_COLUMN),  # revision 0007: expiring grants (R23), NULL if none
     sa.Column("members", JSON_COLUMN),  # revision 0007: team members (R22), NULL if none
+    # revision 0008 (R24): the next event's seq; the thresholds set (JSON, NULL if none);
+    # each pool's threshold in force, written on every save, read by the one-call paths.
+    sa.Column("next_event_seq", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("low_thresholds", JSON_COLUMN),
+    sa.Column("low_email", sa.BigInteger),
+    sa.Column("low_mobile", sa.BigInteger),
+    # revision 0008 (R25 for R24's guarantee.breached): the emails charged in the current
+    # period (both charging paths count them), its bounces (a copy, for the one-call
+    # paths), and the counts of the periods kept (JSON).
+    sa.Column("period_emails", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("period_bounces", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("tallies", JSON_COLUMN),
+)
+
+events = sa.Table(  # revision 0008 (R24): the outbox, written with the wallet
+    "credits_events",
+    metadata,
+    sa.Column("account", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("at", UtcInstant, nullable=False),
+    sa.Column("data", JSON_COLUMN, nullable=False),
 )
 
 holds = sa.Table(

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from adapters.sql.schema import (
     INSTANT,
+    events,
     holds,
     idempotency,
     ledger,
@@ -142,4 +143,5 @@ class RowInsert:
 
 
 INSERT_ENTRIES = RowInsert(ledger, frozenset({"at"}))
+INSERT_EVENTS = sa.insert(events)  # R24: the outbox, a few rows per unit of work at most
 INSERT_OWNERSHIP = RowInsert(ownership, frozenset({"charged_at", "refunded_at"}))

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.sql.codecs import (
     entry_values,
+    event_values,
     hold_values,
     ownership_from_row,
     ownership_values,
@@ -27,6 +28,7 @@ from adapters.sql.errors import (
 from adapters.sql.statements import (
     DELETE_HOLDS,
     INSERT_ENTRIES,
+    INSERT_EVENTS,
     INSERT_HOLDS,
     INSERT_OWNERSHIP,
     INSERT_RECORD,
@@ -327,6 +329,11 @@ class SqlUnitOfWork:
         entries = wallet.entries_saved()
         if entries:
             INSERT_ENTRIES.execute(connection, [entry_values(e) for e in entries])
+        # R24: the outbox, in the same transaction; the key (account, seq) refuses a
+        # second writer of the same seq, as the ledger's does.
+        events = wallet.events_saved()
+        if events:
+            connection.execute(INSERT_EVENTS, [event_values(e) for e in events])
 
     def commit(self) -> None:
         transaction = self._transaction

@@ -280,12 +280,3 @@ def register(
         created_at=at,
     )
     return store.add(endpoint)
-
-
-class NoEvents:
-    """An outbox with nothing in it, for a service that keeps no events."""
-
-    def events(
-        self, account: str, *, after_seq: int | None = None, limit: int = 100
-    ) -> list[Event]:
-        return []

@@ -65,7 +65,7 @@ from credits_domain.ports import (
 from credits_domain.service import CreditService
 from credits_domain.testing.contract import T0
 from credits_domain.verdict import Verdict
-from credits_domain.wallet import Status, Wallet
+from credits_domain.wallet import Status, Tally, Wallet
 
 TTL = timedelta(minutes=15)
 LATER = T0 + timedelta(minutes=1)
@@ -632,6 +632,10 @@ class ChargePathContract:
             "paused",
             "renewal-due",
             "expiring-grant",
+            "low-balance",
+            "low-balance-threshold-set-meanwhile",
+            "depleted",
+            "guarantee-minimum",
         ],
     )
     def test_settle_leaves_to_units_of_work_what_the_aggregate_must_handle(
@@ -684,12 +688,90 @@ class ChargePathContract:
             now = T0 + timedelta(days=40)
         elif case == "expiring-grant":  # granted between reserve and settle (R23)
             self._change(repository, _grant)
+        charged = [E1]
+        settling_hold: str | None = hold_id
+        if case == "low-balance":  # R24: 5 - 1 = 4, at the threshold: credits.low
+            self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 4))
+        elif case == "low-balance-threshold-set-meanwhile":  # what the settle sees counts
+            self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 9))
+        elif case == "guarantee-minimum":  # R25: the 100th email, 2 bounces: a breach
+            tally = Tally(emails=99, bounces=2)
+            self._change(repository, lambda wallet: wallet.tallies.update({0: tally}))
+        elif case == "depleted":  # R24: 5 - 5 = 0, even under a threshold of 0
+            self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 0))
+            request = _request([E1, E2, E3, E4, E5], key="k")
+            self._change(repository, lambda wallet: wallet.release_hold(hold_id))
+            settling_hold = self._reserve(
+                repository, attrs.evolve(request, idempotency_key="k2")
+            ).hold_id
+            request, charged = attrs.evolve(request, idempotency_key=None), [E1, E2, E3, E4, E5]
         before = self._snapshot(repository)
         answer = self._path(repository).settle_fast(
-            request, now=now, hold_id=hold_id, charged=_charged([E1]), result=_result(request)
+            request,
+            now=now,
+            hold_id=settling_hold,
+            charged=_charged(charged),
+            result=_result(request),
         )
         assert answer is None
         assert self._snapshot(repository) == before
+
+    def test_settle_charges_in_one_call_while_every_pool_stays_above_its_threshold(
+        self, repository: Repository
+    ) -> None:
+        """R24: a charge leaving each pool it charges above its low threshold fires no
+        event, so the one-call settle takes it; the next one, reaching the threshold,
+        is left to the Wallet, which writes credits.low with it."""
+        self._open(repository)  # 5 email
+        self._change(repository, lambda wallet: wallet.set_low_threshold(Channel.EMAIL, 3))
+        first = _request([E1])
+        reserved = self._reserve(repository, first)
+        answer = self._path(repository).settle_fast(
+            first,
+            now=LATER,
+            hold_id=reserved.hold_id,
+            charged=_charged([E1]),
+            result=_result(first),
+        )
+        assert isinstance(answer, Settled)  # 4 > 3
+        second = _request([E2])
+        reserved = self._reserve(repository, second)
+        before = self._snapshot(repository, [E2])
+        answer = self._path(repository).settle_fast(
+            second,
+            now=LATER,
+            hold_id=reserved.hold_id,
+            charged=_charged([E2]),
+            result=_result(second),
+        )
+        assert answer is None  # 3 <= 3: the Wallet's
+        assert self._snapshot(repository, [E2]) == before
+        assert list(repository.events("acct", limit=9)) == []
+
+    @pytest.mark.parametrize(
+        "before", [Tally(emails=100, bounces=5), Tally(emails=99, bounces=1)], ids=str
+    )
+    def test_settle_in_one_call_counts_the_emails_of_the_period(
+        self, repository: Repository, before: Tally
+    ) -> None:
+        """R25: the one-call settle adds its emails to the period's count, which the
+        Wallet reads to decide guarantee.breached; it charges on past the minimum, or
+        reaching it within 1% of bounces (no breach either way)."""
+        self._open(repository, CROSS)
+        self._change(repository, lambda wallet: wallet.tallies.update({0: before}))
+        request = _request([E1, M1, E2])
+        reserved = self._reserve(repository, request)
+        answer = self._path(repository).settle_fast(
+            request,
+            now=LATER,
+            hold_id=reserved.hold_id,
+            charged=_charged([E1, M1, E2], CROSS),
+            result=_result(request),
+        )
+        assert isinstance(answer, Settled)
+        after = attrs.evolve(before, emails=before.emails + 2)
+        assert self._wallet(repository).tallies == {0: after}
+        assert list(repository.events("acct", limit=9)) == []
 
     # -- both paths, through the service ----------------------------------------------------
 
@@ -896,4 +978,6 @@ class ChargePathContract:
             records = [uow.idempotency.get(account, key) for key in ("k1", "k2")]
         keys = [None if r is None else attrs.evolve(r, account="") for r in records]
         entries = [attrs.evolve(e, account="") for e in repository.entries(account)]
-        return state, wallet.holds == {}, owned, keys, entries
+        # R24: the same events (the id is the account's and the seq's: left out).
+        events = [(e.seq, e.type, e.at, dict(e.data)) for e in repository.events(account, limit=99)]
+        return state, wallet.holds == {}, owned, keys, entries, events

@@ -38,6 +38,7 @@ from credits_domain.errors import (
     NotCharged,
     UnknownApiKey,
 )
+from credits_domain.events import Event, EventType
 from credits_domain.keys import key_id_of
 from credits_domain.ledger import Cause, EntryKind, LedgerEntry, Operation
 from credits_domain.plans import PLANS, Credits, Plan, Price
@@ -120,6 +121,8 @@ class RepositoryContract:
         wallet.place_hold(Credits(email=3), T0, 60)
         wallet.pending_plan = PLANS["ignite"]
         wallet.cancel()
+        wallet.set_low_threshold(Channel.MOBILE, 7)  # R24
+        wallet.next_event_seq = 5
         with repository.unit_of_work() as uow:
             uow.add_wallet(wallet)
             uow.commit()
@@ -155,12 +158,15 @@ class RepositoryContract:
             entry = wallet.charge(Channel.EMAIL, 1, T0, Cause(operation=Operation.UNLOCK))
             uow.dedup.add([_ownership(contact, entry.seq)])
             uow.idempotency.put(_record("k"))
+            self._spend_to_low(wallet, T0)  # R24: events go with the change, or neither
             uow.save_wallet(wallet)
             raise RuntimeError("boom")
+        assert list(repository.events("acct", limit=10)) == []
         with repository.unit_of_work() as uow:
             again = uow.load_wallet("acct")
             assert again is not None
             assert again.balance(Channel.EMAIL) == 12_000
+            assert again.next_event_seq == 1
             assert uow.dedup.owned("acct", [contact]) == {}
             assert uow.idempotency.get("acct", "k") is None
         assert [e.kind for e in repository.entries("acct")] == [EntryKind.GRANT, EntryKind.GRANT]
@@ -182,6 +188,78 @@ class RepositoryContract:
             assert loaded.status is Status.PAUSED
             assert loaded.balance(Channel.MOBILE) == 795
             assert loaded.next_seq == 3
+
+    # -- events (R24): the outbox -----------------------------------------------------------
+
+    @staticmethod
+    def _spend_to_low(wallet: Wallet, at: datetime) -> list[Event]:
+        """Charge the email pool down to zero: credits.low, then credits.depleted."""
+        wallet.set_low_threshold(Channel.EMAIL, 2)
+        wallet.charge(Channel.EMAIL, wallet.balance(Channel.EMAIL) - 2, at, _cause())
+        wallet.charge(Channel.EMAIL, 2, at, _cause())
+        return list(wallet.pending_events)
+
+    def test_events_are_written_with_the_wallet(self, repository: Repository) -> None:
+        _committed(repository, _wallet())
+        with repository.unit_of_work() as uow:
+            wallet = uow.load_wallet("acct")
+            assert wallet is not None
+            made = self._spend_to_low(wallet, T0)
+            uow.save_wallet(wallet)
+            assert wallet.pending_events == []
+            assert list(repository.events("acct", limit=10)) == []  # not yet committed
+            uow.commit()
+        assert [e.type for e in made] == [EventType.CREDITS_LOW, EventType.CREDITS_DEPLETED]
+        assert list(repository.events("acct", limit=10)) == made
+        assert [e.seq for e in made] == [1, 2]
+        with repository.unit_of_work() as uow:
+            loaded = uow.load_wallet("acct")
+            assert loaded is not None
+            assert loaded.next_event_seq == 3
+            assert loaded.low_threshold(Channel.EMAIL) == 2
+
+    def test_events_page_by_seq(self, repository: Repository) -> None:
+        wallet = _wallet()
+        for i in range(5):
+            wallet.emit(EventType.PLAN_CHANGED, T0 + timedelta(seconds=i), {"n": i})
+        _committed(repository, wallet)
+        assert [e.seq for e in repository.events("acct", limit=2)] == [1, 2]
+        assert [e.seq for e in repository.events("acct", after_seq=2, limit=2)] == [3, 4]
+        assert [e.data["n"] for e in repository.events("acct", after_seq=3, limit=9)] == [3, 4]
+        assert repository.events("acct", after_seq=2**63 - 1, limit=9) == []
+        assert repository.events("acct", limit=0) == []
+        assert repository.events("nobody", limit=9) == []
+
+    @pytest.mark.parametrize("limit", BAD_LIMITS)
+    def test_an_events_limit_must_be_a_whole_number_in_range(
+        self, repository: Repository, limit: Any
+    ) -> None:
+        with pytest.raises(InvalidRequest, match="limit"):
+            repository.events("acct", limit=limit)
+
+    @pytest.mark.parametrize("after_seq", [-1, 2**63, "0", 0.5, False, None])
+    def test_an_events_cursor_must_be_a_whole_number_in_range(
+        self, repository: Repository, after_seq: Any
+    ) -> None:
+        with pytest.raises(InvalidRequest, match="after_seq"):
+            repository.events("acct", after_seq=after_seq, limit=1)
+
+    def test_two_writers_of_one_event_seq_conflict(self, repository: Repository) -> None:
+        """As the ledger's key: a stale wallet's events are refused with it."""
+        wallet = _wallet()
+        wallet.emit(EventType.PLAN_CHANGED, T0, {})
+        _committed(repository, wallet)
+        stale = _wallet()
+        stale.entries_saved()
+        stale.next_seq = 2**40  # its ledger entries are no conflict; its event seq is
+        stale.emit(EventType.PLAN_CHANGED, T0, {})
+        with pytest.raises(ConcurrencyConflict), repository.unit_of_work() as uow:
+            loaded = uow.load_wallet("acct")
+            assert loaded is not None
+            stale.version = loaded.version
+            uow.save_wallet(stale)
+            uow.commit()
+        assert [e.seq for e in repository.events("acct", limit=9)] == [1]
 
     # -- ledger (R19, R21) ---------------------------------------------------------------
 
@@ -1279,3 +1357,14 @@ class ApiKeyStoreContract:
     def test_listing_keys_needs_a_valid_account(self, key_store: ApiKeyStore, account: Any) -> None:
         with pytest.raises(InvalidRequest, match="account"):
             key_store.list_keys(account=account, limit=10)
+
+
+def _cause() -> Cause:
+    return Cause(operation=Operation.UNLOCK)
+
+
+def _committed(repository: Repository, wallet: Wallet) -> None:
+    """Add `wallet` (with its entries and events) in a unit of work of its own."""
+    with repository.unit_of_work() as uow:
+        uow.add_wallet(wallet)
+        uow.commit()

@@ -5,11 +5,8 @@ signs with it), the seq of the last event it acknowledged (`last_seq`), its fail
 state (`failing_since`, `attempts`, `next_attempt_at`) and, once it failed for 3 days,
 `disabled_at` and `disabled_reason`. The account is not a foreign key, as for API keys.
 
-Written against revision 0007 (the outbox's revision 0008 is chained in before it when
-both are merged).
-
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-02
 """
 
@@ -19,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
