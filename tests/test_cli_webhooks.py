@@ -134,6 +134,16 @@ def test_list_shows_an_endpoint_disabled_after_three_days(
     assert "Delivered 0, failed 0 (0 endpoints due)." in cli.ok("webhooks", "deliver").out
 
 
+def test_an_endpoint_of_an_account_with_no_wallet_yet_has_nothing_to_deliver(
+    cli: Cli, receiver: Receiver
+) -> None:
+    """The service's own outbox (no stand-in source): an endpoint may be registered before
+    its account subscribes; a pass then delivers nothing, rather than failing on it."""
+    _add(cli, receiver.url, account="not-yet")
+    assert "Delivered 0, failed 0" in cli.ok("webhooks", "deliver").out
+    assert receiver.received == []
+
+
 def test_serve_runs_deliveries_beside_the_api_and_stops_cleanly(
     tmp_path: Path, receiver: Receiver
 ) -> None:

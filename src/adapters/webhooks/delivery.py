@@ -32,7 +32,7 @@ from adapters.webhooks.endpoints import (
     EventSource,
     secret_key,
 )
-from credits_domain import Clock, InvalidRequest
+from credits_domain import Clock, InvalidRequest, UnknownAccount
 from credits_domain.errors import invariant
 from credits_domain.events import Event
 
@@ -178,9 +178,12 @@ def _deliver_endpoint(
     stopping: Callable[[], bool],
 ) -> list[Attempt]:
     attempts: list[Attempt] = []
-    events = source.events(
-        endpoint.account, after_seq=endpoint.last_seq or None, limit=limits.max_events
-    )
+    try:
+        events = source.events(
+            endpoint.account, after_seq=endpoint.last_seq or None, limit=limits.max_events
+        )
+    except UnknownAccount:  # registered before its account subscribed: nothing happened yet
+        return attempts
     skipped = False  # the cursor moved past events older than the endpoint, unsaved
     for event in events[: limits.max_events]:
         if stopping():
