@@ -26,7 +26,17 @@ clock and a scripted verifier), runs the same operations on `ReferenceModel`, an
   any case with stray spaces (the model canonicalises them on its own), bounces twice;
 - reads: the statement in pages of 1 to 4, `entries(since/until)` and `balance_at` at an
   entry's exact instant and a microsecond either side; renewals due exactly now, a
-  microsecond before and after (`renew_due` renews exactly the model's due accounts).
+  microsecond before and after (`renew_due` renews exactly the model's due accounts);
+- expiring grants (R23): top-ups expiring a microsecond ahead, now (refused), days ahead,
+  at a boundary, a hold's lapse or another grant's expiry (and a microsecond either
+  side); `expire` entries compared like any other, with the grant each entry names; a
+  grant expiring inside a request's verifier call;
+- team members (R22): the first account starts as a team; half the requests name a
+  member; allowances set, changed, removed; `member_usage` compared after each member's
+  request, each bounce and in `read_reports`;
+- the guarantee (R25): this period's and the last one's tally in `read_reports`; once per
+  example, `many_emails` charges 100 to 104 emails to an account apart and bounces a few,
+  so that the breach (more than 1% of at least 100) is reached.
 """
 
 from __future__ import annotations
