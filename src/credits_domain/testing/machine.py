@@ -828,6 +828,14 @@ class CreditsStateMachine(RuleBasedStateMachine):
         assert all(e.account == account for e in statement), f"{account} reads another's"
         charged = Counter(e.cause.datum for e in statement if e.kind is EntryKind.CHARGE)
         assert all(n == 1 for n in charged.values()), f"R12: {charged}"
+        for pool in Channel:  # R20: grants + top-ups + refunds - charges - forfeits - expiries
+            by_kind = Counter[EntryKind]()
+            for e in statement:
+                if e.pool is pool:
+                    by_kind[e.kind] += e.amount
+            assert sum(by_kind.values()) == balance.of(pool), (
+                f"R20: {account} {pool.value}: the entries {dict(by_kind)} != balance {balance}"
+            )
         available = self.model.available(account)
         assert (balance.email, balance.mobile) == (
             acct.balance[Channel.EMAIL],
