@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from adapters.memory import InMemoryRepository
 from credits_domain import (
     Channel,
     ChargeResult,
+    Credits,
     EntryKind,
     HoldExpired,
     Outcome,
     RequestInFlight,
 )
 from credits_domain.testing.machine import (
+    BULK_ACCOUNT,
     MACHINE_PLANS,
     TICK,
     CreditsStateMachine,
@@ -144,3 +147,48 @@ def test_a_bounce_reported_twice_refunds_once(machine: CreditsStateMachine) -> N
     machine._bounce("acme", email(" A@corp.com"))  # refused: AlreadyRefunded, on both sides
     refunds = [e for e in machine.service.statement("acme") if e.kind is EntryKind.REFUND]
     assert len(refunds) == 1
+
+
+def test_a_member_past_their_allowance_is_refused_while_the_pool_pays_for_others(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)  # 3 email credits
+    machine.team(Credits(email=1, mobile=0), more=True)  # ann: 1 email; bob: no allowance
+    ann = attrs.evolve(unlock("acme", "a@corp.com", "b@corp.com"), member="ann")
+    assert outcomes(machine.one(ann)) == [Outcome.CHARGED, Outcome.MEMBER_ALLOWANCE_EXCEEDED]
+    bob = attrs.evolve(unlock("acme", "c@corp.com", "d@corp.com", "e@corp.com"), member="bob")
+    assert outcomes(machine.one(bob)) == [
+        Outcome.CHARGED,
+        Outcome.CHARGED,
+        Outcome.INSUFFICIENT_CREDITS,
+    ]
+    # Past both the allowance and the pool: the allowance.
+    again = attrs.evolve(unlock("acme", "f@corp.com"), member="ann")
+    assert outcomes(machine.one(again)) == [Outcome.MEMBER_ALLOWANCE_EXCEEDED]
+    assert machine.service.member_usage("acme", "ann").email == 1
+
+
+def test_a_grant_held_by_a_request_at_its_expiry_is_spent_if_charged(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)
+    first, second = unlock("acme", "a@corp.com"), unlock("acme:eu", "b@corp.com")
+    machine.expiry_inside_a_request(first, second, Credits(email=2, mobile=0), -TICK)
+    entries = list(machine.service.statement("acme"))
+    kinds = [(e.kind, e.amount, e.cause.grant) for e in entries[2:]]
+    top_up = entries[2].seq
+    # The charge drew on the grant (spent before the expiry); its other credit expired.
+    assert kinds == [
+        (EntryKind.TOP_UP, 2, top_up),
+        (EntryKind.EXPIRE, -1, top_up),
+        (EntryKind.CHARGE, -1, top_up),
+    ]
+
+
+def test_a_hundred_emails_with_two_bounces_breach_the_guarantee(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)
+    machine.many_emails(size=100, bounced=2)
+    guarantee = machine.service.guarantee(BULK_ACCOUNT)
+    assert (guarantee.emails_charged, guarantee.bounces, guarantee.breached) == (100, 2, True)

@@ -243,3 +243,28 @@ def test_r23_a_top_up_key_replays_its_grant_and_refuses_another_instant(grants: 
         )
     with pytest.raises(IdempotencyKeyReused):
         grants.service.top_up(ACCOUNT, Credits(email=2), reason="promo", idempotency_key="k")
+
+
+def test_r23_a_read_that_keeps_an_expired_grant_for_a_hold_saves_it_so_it_is_not_due(
+    grants: Grants,
+) -> None:
+    # A grant held whole by a request in flight reaches its instant: a read applies the
+    # expiry (the remainder is kept for the hold; no entry is written). The renewal job
+    # must then find nothing due, as after a boundary that writes no entry.
+    grants.service.subscribe(ACCOUNT, "tiny")
+    grants.grant(1, days=WITHIN_LEASE / DAY)
+    renewed: list[int] = []
+
+    def meanwhile() -> None:
+        grants.clock.advance(WITHIN_LEASE)
+        assert grants.service.balance(ACCOUNT).email == 11  # the held credit stays
+        renewed.append(grants.service.renew_due())
+
+    grants.hook = meanwhile
+    result = grants.service.unlock(ACCOUNT, [Contact.email("bad@corp.com")])
+    grants.hook = None
+    assert result.charged(Channel.EMAIL) == 0
+    assert renewed == [0]
+    # The hold ended free at settle: the kept credit expires then.
+    assert [e.kind for e in grants.entries()][-1] is EntryKind.EXPIRE
+    assert grants.service.balance(ACCOUNT).email == 10

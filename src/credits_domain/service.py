@@ -470,15 +470,17 @@ class CreditService:
             if wallet is None:
                 raise UnknownAccount(account)
             now = self._now()
-            seq = wallet.next_seq
-            # A boundary may write no entry (a paused account, a lapse at zero): it still
-            # changed the wallet, which the renewal job must not find due again.
+            seq, due_at = wallet.next_seq, wallet.next_boundary_at
+            # A boundary may write no entry (a paused account, a lapse at zero), nor may a
+            # grant's expiry whose remainder a hold keeps (R23): either still changed the
+            # wallet, which the renewal job must not find due again.
             boundaries = wallet.catch_up(now)
             released = wallet.release_expired_holds(now)
             if (
                 boundaries
                 or released
                 or wallet.next_seq != seq
+                or wallet.next_boundary_at != due_at  # R23: an expiry kept for a hold
                 or wallet.pending_entries
                 or wallet.pending_events  # R24: period.renewed of a paused account
             ):

@@ -26,7 +26,17 @@ clock and a scripted verifier), runs the same operations on `ReferenceModel`, an
   any case with stray spaces (the model canonicalises them on its own), bounces twice;
 - reads: the statement in pages of 1 to 4, `entries(since/until)` and `balance_at` at an
   entry's exact instant and a microsecond either side; renewals due exactly now, a
-  microsecond before and after (`renew_due` renews exactly the model's due accounts).
+  microsecond before and after (`renew_due` renews exactly the model's due accounts);
+- expiring grants (R23): top-ups expiring a microsecond ahead, now (refused), days ahead,
+  at a boundary, a hold's lapse or another grant's expiry (and a microsecond either
+  side); `expire` entries compared like any other, with the grant each entry names; a
+  grant expiring inside a request's verifier call;
+- team members (R22): the first account starts as a team; half the requests name a
+  member; allowances set, changed, removed; `member_usage` compared after each member's
+  request, each bounce and in `read_reports`;
+- the guarantee (R25): this period's and the last one's tally in `read_reports`; once per
+  example, `many_emails` charges 100 to 104 emails to an account apart and bounces a few,
+  so that the breach (more than 1% of at least 100) is reached.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from credits_domain.policy import ChargePolicy
 from credits_domain.ports import Clock, Repository, Verifier
 from credits_domain.service import CreditService
 from credits_domain.testing.model import (
+    ModelAccount,
     ModelEntry,
     ModelReservation,
     RawContact,
@@ -73,11 +84,16 @@ ACCOUNTS = ("acme", "globex")
 # non-ASCII letters; "Acme" is "acme" to a case-insensitive collation. Each account must
 # read only its own rows.
 MACHINE_ACCOUNTS = ("acme", "acme:eu", "acme%3Aeu", "acme/zürich", "Acme")
+# R25's threshold needs 100 emails: one account, apart, takes them once per example; its
+# long ledger is compared in that step only, not read again after every step.
+BULK_ACCOUNT = "acme-bulk"
 UNIVERSE = contact_universe(9)
 # Keys every account uses: a key is the account's own (R17). "acme" with "eu:k1" and
 # "acme:eu" with "k1" join to the same text around a ":"; "K1" is not "k1".
 SHARED_KEYS = ("k1", "eu:k1", "K1", "k2")
 OPERATIONS = ("unlock", "export", "enrich")
+# R22: team members every account may add; "ann:eu" is "ann" past a ":".
+MEMBERS = ("ann", "bob", "ann:eu")
 TICK = timedelta(microseconds=1)  # the storage's resolution: the closest other instant
 NEAR: Final = (-TICK, timedelta(0), TICK)
 
@@ -131,6 +147,9 @@ class Request:
     key: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
     )
+    member: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    )
 
 
 Answer = ChargeResult | CreditsError | Crashed
@@ -175,11 +194,23 @@ def _line(entry: LedgerEntry) -> tuple[object, ...]:
         entry.at,
         entry.balance_after,
         entry.cause.datum,
+        entry.cause.grant,
+        entry.cause.member,
     )
 
 
 def _model_line(seq: int, entry: ModelEntry) -> tuple[object, ...]:
-    return (seq, entry.kind, entry.pool, entry.amount, entry.at, entry.balance_after, entry.datum)
+    return (
+        seq,
+        entry.kind,
+        entry.pool,
+        entry.amount,
+        entry.at,
+        entry.balance_after,
+        entry.datum,
+        entry.grant,
+        entry.member,
+    )
 
 
 _accounts = st.sampled_from(MACHINE_ACCOUNTS)
@@ -191,6 +222,12 @@ _requests = st.builds(
     operation=st.sampled_from(OPERATIONS),
     contacts=raw_requests(UNIVERSE).map(tuple),
     key=st.none() | st.sampled_from(SHARED_KEYS),
+    # R22: half of them by a member, mostly the first, who has an allowance.
+    member=st.none() | st.sampled_from(MEMBERS[:1] * 3 + MEMBERS[1:]),
+)
+_allowances = st.none() | st.builds(Credits, email=st.integers(0, 4), mobile=st.integers(0, 2))
+_top_ups = st.builds(Credits, email=st.integers(0, 3), mobile=st.integers(0, 2)).filter(
+    lambda c: bool(c.email or c.mobile)
 )
 
 
@@ -208,6 +245,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
         self.model = ReferenceModel(hold_lifetime_s=hold_lifetime_s(self.service.policy))
         # (account, key) -> the request first answered under the key, and its answer (R17)
         self.answered: dict[tuple[str, str], tuple[Request, ChargeResult]] = {}
+        self.bulk_done = False  # `many_emails` runs once per example
 
     def _verifier_port(self) -> Verifier:
         return self.verifier
@@ -247,15 +285,15 @@ class CreditsStateMachine(RuleBasedStateMachine):
     def _send(self, request: Request) -> Answer:
         """The request through the real service (the service canonicalises the data)."""
         contacts = [Contact.of(c.channel, c.text) for c in request.contacts]
-        account, key = request.account, request.key
+        account, key, member = request.account, request.key, request.member
         try:
             if request.operation == "export":
                 return self.service.export(
-                    account, contacts, destination="csv", idempotency_key=key
+                    account, contacts, destination="csv", idempotency_key=key, member=member
                 )
             if request.operation == "enrich":
-                return self.service.enrich(account, contacts, idempotency_key=key)
-            return self.service.unlock(account, contacts, idempotency_key=key)
+                return self.service.enrich(account, contacts, idempotency_key=key, member=member)
+            return self.service.unlock(account, contacts, idempotency_key=key, member=member)
         except CreditsError as exc:
             return exc
         except _Crash:
@@ -269,6 +307,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
                 request.contacts,
                 self.clock.at,
                 key=request.key,
+                member=request.member,
             )
         except CreditsError as exc:
             return type(exc)
@@ -317,11 +356,18 @@ class CreditsStateMachine(RuleBasedStateMachine):
         expected = self._settle(self._reserve(request))
         got = self._send(request)
         self._check(request, expected, got)
+        if request.member is not None:
+            self._usage_agrees(request.account)
         return got
 
-    @initialize(plan=st.sampled_from(MACHINE_PLANS))
-    def first_subscription(self, plan: Plan) -> None:
+    @initialize(
+        plan=st.sampled_from(MACHINE_PLANS),
+        allowance=st.builds(Credits, email=st.integers(0, 3), mobile=st.integers(0, 1)),
+        more=st.booleans(),
+    )
+    def first_subscription(self, plan: Plan, allowance: Credits, more: bool) -> None:
         self.subscribe(MACHINE_ACCOUNTS[0], plan)
+        self.team(allowance, more)
 
     @initialize(account=st.sampled_from(MACHINE_ACCOUNTS[1:]), plan=st.sampled_from(MACHINE_PLANS))
     def second_subscription(self, account: str, plan: Plan) -> None:
@@ -332,6 +378,15 @@ class CreditsStateMachine(RuleBasedStateMachine):
     @initialize(account=st.sampled_from(MACHINE_ACCOUNTS[1:]), plan=st.sampled_from(MACHINE_PLANS))
     def third_subscription(self, account: str, plan: Plan) -> None:
         self.subscribe(account, plan)
+
+    def team(self, allowance: Credits, more: bool) -> None:
+        """R22: the first account is a team from the start: a member with a small
+        allowance, and often another who draws on the pool freely."""
+        account = MACHINE_ACCOUNTS[0]
+        self.add_member(account, MEMBERS[0])
+        self.set_allowance(account, MEMBERS[0], allowance)
+        if more:
+            self.add_member(account, MEMBERS[1])
 
     @rule(account=_accounts, plan=st.sampled_from(MACHINE_PLANS))
     def subscribe(self, account: str, plan: Plan) -> None:
@@ -378,6 +433,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
                     raw_requests(UNIVERSE).map(tuple),
                 ),
                 key=st.sampled_from([first.key, None, *SHARED_KEYS]),
+                member=st.sampled_from([first.member, None, *MEMBERS]),
             ),
             label="second",
         )
@@ -481,12 +537,14 @@ class CreditsStateMachine(RuleBasedStateMachine):
         """A client retries an abandoned request with its key: RequestInFlight while its
         hold lives, taken over (charged once) once the hold has lapsed (R16, R17)."""
         account, key = data.draw(st.sampled_from(self._in_flight()), label="in flight")
-        operation, canonical = self.model.accounts[account].keys[key].fingerprint
+        operation, canonical, member = self.model.accounts[account].keys[key].fingerprint
         contacts = tuple(
             data.draw(spellings(Contact.of(channel_of(d), d.split(":", 1)[1])), label="datum")
             for d in canonical
         )
-        self.one(Request(account=account, operation=operation, contacts=contacts, key=key))
+        self.one(
+            Request(account=account, operation=operation, contacts=contacts, key=key, member=member)
+        )
 
     @precondition(lambda self: bool(self.answered))
     @rule(data=st.data(), other_payload=st.booleans())
@@ -547,16 +605,19 @@ class CreditsStateMachine(RuleBasedStateMachine):
     def advance_time(self, days: int, seconds: int) -> None:
         self.clock.at += timedelta(days=days, seconds=seconds)
 
-    def _holds(self) -> list[datetime]:
+    def _lapses(self) -> list[datetime]:
+        """The instants an abandoned hold lapses (R16) or a grant expires (R23)."""
         return sorted(
-            hold.expires_at for acct in self.model.accounts.values() for hold in acct.holds
+            [hold.expires_at for acct in self.model.accounts.values() for hold in acct.holds]
+            + [g.expires_at for a in self.model.accounts.values() for g in a.grants if not g.kept]
         )
 
-    @precondition(lambda self: bool(self._holds()))
+    @precondition(lambda self: bool(self._lapses()))
     @rule(data=st.data(), near=st.sampled_from(NEAR))
     def until_a_hold_lapses(self, data: st.DataObject, near: timedelta) -> None:
-        """To a microsecond before, at or after the instant an abandoned hold lapses."""
-        self.clock.at = max(self.clock.at, data.draw(st.sampled_from(self._holds())) + near)
+        """To a microsecond before, at or after the instant an abandoned hold lapses or a
+        grant expires."""
+        self.clock.at = max(self.clock.at, data.draw(st.sampled_from(self._lapses())) + near)
 
     @rule(account=_accounts, near=st.sampled_from(NEAR))
     def renew_when_due(self, account: str, near: timedelta) -> None:
@@ -603,6 +664,7 @@ class CreditsStateMachine(RuleBasedStateMachine):
         spelled = (contact, attrs.evolve(contact, text=contact.text.upper()))
         for raw in spelled[: 1 + twice]:
             self._bounce(account, raw)
+        self._usage_agrees(account)
 
     def _bounce(self, account: str, raw: RawContact) -> None:
         now = self.clock.at
@@ -610,6 +672,120 @@ class CreditsStateMachine(RuleBasedStateMachine):
             lambda: self.service.report_bounce(account, Contact.of(raw.channel, raw.text)),
             lambda: self.model.bounce(account, raw, now),
         )
+
+    # -- expiring grants (R23), members (R22), the guarantee (R25) ----------------------
+
+    def _instants(self, account: str) -> list[datetime]:
+        """Expiry instants worth trying: the account's next boundary, its holds' lapses,
+        expiries already given (two grants at one instant), a microsecond either side."""
+        acct = self.model.accounts.get(account)
+        if acct is None:
+            return []
+        marks = [hold.expires_at for hold in acct.holds] + [g.expires_at for g in acct.grants]
+        boundary = acct.next_boundary()
+        if boundary is not None:
+            marks.append(boundary)
+        return [mark + near for mark in marks for near in NEAR]
+
+    @rule(account=_requesters, credits=_top_ups, data=st.data())
+    def top_up(self, account: str, credits: Credits, data: st.DataObject) -> None:
+        """R8, R23: a top-up, mostly an expiring grant: a day or weeks ahead, a microsecond
+        ahead (or now: refused), at (or a microsecond from) the next boundary, a hold's
+        lapse or another grant's expiry."""
+        now = self.clock.at
+        ahead = st.sampled_from([TICK, timedelta(0), timedelta(days=1), timedelta(days=20)])
+        choices = ahead.map(lambda gap: now + gap)
+        if instants := self._instants(account):
+            choices = choices | st.sampled_from(instants)
+        self.topping_up(account, credits, data.draw(st.none() | choices | choices, label="expiry"))
+
+    def topping_up(self, account: str, credits: Credits, expires_at: datetime | None) -> None:
+        now = self.clock.at
+        self._both(
+            lambda: self.service.top_up(account, credits, reason="machine", expires_at=expires_at),
+            lambda: self.model.top_up(account, credits, now, expires_at=expires_at),
+        )
+
+    @rule(first=_requests, second=_requests, credits=_top_ups, slow=st.sampled_from(NEAR))
+    def expiry_inside_a_request(
+        self, first: Request, second: Request, credits: Credits, slow: timedelta
+    ) -> None:
+        """R23: a grant that expires while A holds it: A's verifier answers a microsecond
+        before its hold lapses (A charges what it holds of the grant: spent before the
+        expiry), at or after the lapse (A settles nothing; what the hold kept expires)."""
+        self.topping_up(first.account, credits, self.clock.at + TICK)
+        self.overlapping(first, second, slow)
+
+    @rule(account=_requesters, member=st.sampled_from(MEMBERS))
+    def add_member(self, account: str, member: str) -> None:
+        outcome = self._both(
+            lambda: self.service.add_member(account, member),
+            lambda: self.model.add_member(account, member),
+        )
+        if outcome is not None:
+            expected, actual = outcome
+            assert actual == expected, f"R22: add_member({account}, {member}) answered {actual}"
+
+    @rule(account=_requesters, member=st.sampled_from(MEMBERS), allowance=_allowances)
+    def set_allowance(self, account: str, member: str, allowance: Credits | None) -> None:
+        """R22: an allowance set, changed or removed; it acts at once on this period's use."""
+        self._both(
+            lambda: self.service.set_member_allowance(account, member, allowance),
+            lambda: self.model.set_member_allowance(account, member, allowance),
+        )
+
+    @rule(account=_requesters)
+    def read_reports(self, account: str) -> None:
+        """R22, R25: each member's usage this period, and the guarantee's tally of this
+        period and the previous one, are the model's."""
+        acct = self.model.accounts.get(account)
+        if acct is None:
+            return
+        self._usage_agrees(account)
+        for index in range(max(0, acct.index - 1), acct.index + 1):
+            self._guarantee(account, index)
+
+    def _usage_agrees(self, account: str) -> None:
+        """R22: each member's usage this period, from the ledger, is the model's."""
+        self.model.advance(self.clock.at)
+        acct = self.model.accounts.get(account)
+        for member in acct.members if acct is not None else ():
+            used = self.service.member_usage(account, member)
+            expected = self.model.member_usage(account, member)
+            assert (used.email, used.mobile) == (
+                expected[Channel.EMAIL],
+                expected[Channel.MOBILE],
+            ), f"R22: {account} {member}: system {used} != model {expected}"
+
+    def _guarantee(self, account: str, index: int) -> None:
+        emails, bounces, breached = self.model.guarantee(account, index)
+        got = self.service.guarantee(account, self.service.period(account, index))
+        assert (got.emails_charged, got.bounces, got.breached) == (emails, bounces, breached), (
+            f"R25: {account} period {index}: {got} != model {(emails, bounces, breached)}"
+        )
+        rate = bounces / emails if emails else 0.0
+        assert got.bounce_rate == rate, f"R25: {account}: rate {got.bounce_rate} != {rate}"
+
+    @precondition(lambda self: not self.bulk_done)
+    @rule(size=st.integers(100, 104), bounced=st.integers(0, 3))
+    def many_emails(self, size: int, bounced: int) -> None:
+        """R25 past its threshold, once per example: 100 to 104 new emails unlocked by a
+        member (the second, their allowance removed) on credits topped up for them, then
+        a few bounced: the period breaches exactly when more than 1% bounced."""
+        self.bulk_done = True
+        account, member = BULK_ACCOUNT, MEMBERS[1]
+        self.subscribe(account, MACHINE_PLANS[-1])
+        self.topping_up(account, Credits(email=size), None)
+        self.add_member(account, member)
+        self.set_allowance(account, member, None)
+        contacts = tuple(RawContact(Channel.EMAIL, f"bulk{n}@example.com") for n in range(size))
+        self.one(Request(account=account, operation="unlock", contacts=contacts, member=member))
+        for raw in contacts[:bounced]:
+            self._bounce(account, raw)
+        acct = self.model.accounts[account]
+        self._guarantee(account, acct.index)
+        self._agree(account, acct)
+        self._usage_agrees(account)
 
     # -- after every step ----------------------------------------------------------------
 
@@ -619,37 +795,56 @@ class CreditsStateMachine(RuleBasedStateMachine):
         datum charged twice; balances and available credits are the model's."""
         self.model.advance(self.clock.at)
         for account, acct in self.model.accounts.items():
-            balance = self.service.balance(account)  # touching it applies what time did
-            # The machine's ledgers stay far under one page: one read, no transaction.
-            statement = list(self.repository.entries(account, limit=1000))
-            assert len(statement) < 1000, f"{account}: a ledger past one page"
-            lines = [_line(e) for e in statement]
-            expected = [_model_line(seq, entry) for seq, entry in enumerate(acct.ledger)]
-            if lines != expected:
-                first = next(
-                    (
-                        i
-                        for i, pair in enumerate(zip(lines, expected, strict=False))
-                        if pair[0] != pair[1]
-                    ),
-                    min(len(lines), len(expected)),
-                )
-                raise AssertionError(
-                    f"{account}: the statement differs from the model from seq {first}:\n"
-                    f"  system: {lines[first : first + 3]}\n  model:  {expected[first : first + 3]}"
-                )
-            assert all(e.account == account for e in statement), f"{account} reads another's"
-            charged = Counter(e.cause.datum for e in statement if e.kind is EntryKind.CHARGE)
-            assert all(n == 1 for n in charged.values()), f"R12: {charged}"
-            available = self.model.available(account)
+            if account != BULK_ACCOUNT:
+                self._agree(account, acct)
+                continue
+            balance = self.service.balance(account)  # touched, its balance read only
             assert (balance.email, balance.mobile) == (
                 acct.balance[Channel.EMAIL],
                 acct.balance[Channel.MOBILE],
             ), f"{account}: system {balance} != model {acct.balance}"
-            assert (balance.email_available, balance.mobile_available) == (
-                available[Channel.EMAIL],
-                available[Channel.MOBILE],
-            ), f"R16: {account}: system {balance} != model available {available}"
+
+    def _agree(self, account: str, acct: ModelAccount) -> None:
+        """One account's statement, entry by entry, and its balances are the model's."""
+        balance = self.service.balance(account)  # touching it applies what time did
+        # The machine's ledgers stay far under one page: one read, no transaction.
+        statement = list(self.repository.entries(account, limit=1000))
+        assert len(statement) < 1000, f"{account}: a ledger past one page"
+        lines = [_line(e) for e in statement]
+        expected = [_model_line(seq, entry) for seq, entry in enumerate(acct.ledger)]
+        if lines != expected:
+            first = next(
+                (
+                    i
+                    for i, pair in enumerate(zip(lines, expected, strict=False))
+                    if pair[0] != pair[1]
+                ),
+                min(len(lines), len(expected)),
+            )
+            raise AssertionError(
+                f"{account}: the statement differs from the model from seq {first}:\n"
+                f"  system: {lines[first : first + 3]}\n  model:  {expected[first : first + 3]}"
+            )
+        assert all(e.account == account for e in statement), f"{account} reads another's"
+        charged = Counter(e.cause.datum for e in statement if e.kind is EntryKind.CHARGE)
+        assert all(n == 1 for n in charged.values()), f"R12: {charged}"
+        for pool in Channel:  # R20: grants + top-ups + refunds - charges - forfeits - expiries
+            by_kind = Counter[EntryKind]()
+            for e in statement:
+                if e.pool is pool:
+                    by_kind[e.kind] += e.amount
+            assert sum(by_kind.values()) == balance.of(pool), (
+                f"R20: {account} {pool.value}: the entries {dict(by_kind)} != balance {balance}"
+            )
+        available = self.model.available(account)
+        assert (balance.email, balance.mobile) == (
+            acct.balance[Channel.EMAIL],
+            acct.balance[Channel.MOBILE],
+        ), f"{account}: system {balance} != model {acct.balance}"
+        assert (balance.email_available, balance.mobile_available) == (
+            available[Channel.EMAIL],
+            available[Channel.MOBILE],
+        ), f"R16: {account}: system {balance} != model available {available}"
 
 
 def make_state_machine(

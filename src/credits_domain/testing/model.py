@@ -9,6 +9,10 @@ for requests abandoned between the two (their hold lives until it lapses, R16).
 
 Everything is kept per account: balances, holds, data owned, idempotency keys (R17) and
 the ledger, entry by entry (R19, R21), so that a statement can be compared line by line.
+Beyond the seed it keeps, on its own: expiring grants (R23: spent first, the soonest
+expiring first; an `expire` entry at the instant, written when the account is next
+touched; kept while a hold may still charge them), team members and their allowances
+(R22: usage per period counted from the model's ledger) and the guarantee's tally (R25).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from credits_domain.contact import Channel, Contact
 from credits_domain.errors import (
     AlreadyRefunded,
     AlreadySubscribed,
+    GrantExpiryNotAhead,
     HoldExpired,
     IdempotencyKeyReused,
     NoActiveSubscription,
@@ -33,9 +38,10 @@ from credits_domain.errors import (
     RequestInFlight,
     SubscriptionPaused,
     UnknownAccount,
+    UnknownMember,
 )
 from credits_domain.ledger import EntryKind
-from credits_domain.plans import Plan
+from credits_domain.plans import Credits, Plan
 from credits_domain.policy import ChargePolicy
 from credits_domain.verdict import Verdict
 
@@ -44,6 +50,7 @@ REFUND_WINDOW = timedelta(days=30)
 DEFAULT_HOLD_LIFETIME_S = ChargePolicy().lease_s
 MAX_BOUNDARIES_PER_ADVANCE = 1200  # a century of monthly periods: a runaway loop beyond
 _PHONE_NOISE = " -.()\t"
+GUARANTEE_MIN_EMAILS = 100  # R25, written again: at least 100 emails, more than 1% bounced
 
 
 @attrs.frozen
@@ -91,6 +98,21 @@ class Purchase:
     credits: int
     at: datetime
     refunded: bool = False
+    grant: int | None = None  # R23: the first grant the charge drew on
+    member: str | None = None  # R22
+
+
+@attrs.define
+class ModelGrant:
+    """An expiring grant (R23): `grant_id` is its TOP_UP entry's seq. `kept` once its
+    instant passed while holds might still charge its remainder."""
+
+    grant_id: int
+    pool: Channel
+    credits: int
+    remaining: int
+    expires_at: datetime
+    kept: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +125,8 @@ class ModelEntry:
     at: datetime
     balance_after: int
     datum: str | None = None
+    grant: int | None = None  # R23: the grant a top-up made, a charge drew on, ...
+    member: str | None = None  # R22: the member a charge (and its refund) was for
 
 
 @attrs.define(eq=False)
@@ -111,9 +135,11 @@ class ModelHold:
 
     credits: dict[Channel, int]
     expires_at: datetime
+    member: str | None = None
 
 
-Fingerprint = tuple[str, tuple[str, ...]]  # (operation, the data in canonical form, in order)
+# (operation, the data in canonical form, in order, the member or None)
+Fingerprint = tuple[str, tuple[str, ...], str | None]
 
 
 @attrs.define(eq=False)
@@ -144,6 +170,8 @@ class ModelReservation:
     hold: ModelHold | None
     key: str | None
     prices: list[tuple[Channel, int]]  # each candidate's (pool, credits), aligned
+    member: str | None = None
+    limit: dict[Channel, int] | None = None  # R22: the member's room at the reserve
 
     @property
     def verifies(self) -> bool:
@@ -164,9 +192,19 @@ class ModelAccount:
     holds: list[ModelHold] = attrs.field(factory=list)
     keys: dict[str, KeyRecord] = attrs.field(factory=dict)
     ledger: list[ModelEntry] = attrs.field(factory=list)
+    grants: list[ModelGrant] = attrs.field(factory=list)  # R23, in the order made
+    members: dict[str, Credits | None] = attrs.field(factory=dict)  # R22: allowances
 
     def append(
-        self, kind: EntryKind, pool: Channel, amount: int, at: datetime, datum: str | None = None
+        self,
+        kind: EntryKind,
+        pool: Channel,
+        amount: int,
+        at: datetime,
+        datum: str | None = None,
+        *,
+        grant: int | None = None,
+        member: str | None = None,
     ) -> None:
         self.balance[pool] += amount
         self.ledger.append(
@@ -177,8 +215,89 @@ class ModelAccount:
                 at=at,
                 balance_after=self.balance[pool],
                 datum=datum,
+                grant=grant,
+                member=member,
             )
         )
+
+    def period_start(self) -> datetime:
+        return nth_month(self.anchor, self.index)
+
+    def spending_order(self, pool: Channel) -> list[ModelGrant]:
+        """R23: the pool's grants, the soonest-expiring first, then the oldest."""
+        return sorted(
+            (g for g in self.grants if g.pool is pool), key=lambda g: (g.expires_at, g.grant_id)
+        )
+
+    def expire(self, now: datetime) -> None:
+        """R23: each grant whose instant has passed by `now` loses what is left of it, at
+        its instant (or now, for a remainder kept for holds that have ended since), in
+        time order. Holds draw on grants first: what they may charge is kept meanwhile."""
+        kept: dict[int, int] = {}
+        for pool in Channel:
+            before = 0  # what the grants ahead of this one in spending order hold
+            for grant in self.spending_order(pool):
+                kept[grant.grant_id] = max(0, min(grant.remaining, self.held(pool) - before))
+                before += grant.remaining
+        due = sorted(
+            (g for g in self.grants if g.expires_at <= now),
+            key=lambda g: (now if g.kept else g.expires_at, g.grant_id),
+        )
+        for grant in due:
+            keep = kept[grant.grant_id]
+            if grant.remaining > keep:
+                at = now if grant.kept else grant.expires_at
+                self.append(
+                    EntryKind.EXPIRE, grant.pool, keep - grant.remaining, at, grant=grant.grant_id
+                )
+            grant.remaining, grant.kept = keep, True
+        self.grants = [g for g in self.grants if g.remaining or g.expires_at > now]
+
+    def draw(self, pool: Channel, credits: int) -> int | None:
+        """Spend from the grants first (R23); the first grant drawn on, if any."""
+        first = None
+        for grant in self.spending_order(pool):
+            take = min(grant.remaining, credits)
+            if take:
+                credits -= take
+                grant.remaining -= take
+                first = grant.grant_id if first is None else first
+        return first
+
+    def granted(self, pool: Channel) -> int:
+        return sum(g.remaining for g in self.grants if g.pool is pool)
+
+    def usage(self, member: str, start: datetime, end: datetime) -> dict[Channel, int]:
+        """R22 from the model's own ledger: the member's charges in [start, end), less
+        the refunds of those charges."""
+        used = dict.fromkeys(Channel, 0)
+        charged: set[str | None] = set()
+        for entry in self.ledger:
+            if entry.member != member:
+                continue
+            if entry.kind is EntryKind.CHARGE and start <= entry.at < end:
+                charged.add(entry.datum)
+                used[entry.pool] -= entry.amount
+            elif entry.kind is EntryKind.REFUND and entry.datum in charged:
+                used[entry.pool] -= entry.amount
+        return used
+
+    def room(self, member: str) -> dict[Channel, int] | None:
+        """R22: what the member may still take this period, net of their holds."""
+        allowance = self.members[member]
+        if allowance is None:
+            return None
+        start = self.period_start()
+        used = self.usage(member, start, nth_month(self.anchor, self.index + 1))
+        return {
+            pool: max(
+                0,
+                allowance.of(pool)
+                - used[pool]
+                - sum(h.credits[pool] for h in self.holds if h.member == member),
+            )
+            for pool in Channel
+        }
 
     def grant_allowance(self, at: datetime) -> None:
         for pool in Channel:
@@ -224,8 +343,10 @@ class ReferenceModel:
                 boundary = acct.next_boundary()
                 if boundary is None or boundary > now:
                     break
+                acct.expire(boundary)
                 if acct.ends_at is not None and boundary >= acct.ends_at:
                     acct.holds.clear()
+                    acct.grants.clear()  # R23: forfeited with the rest
                     for pool in Channel:
                         if acct.balance[pool]:
                             acct.append(EntryKind.FORFEIT, pool, -acct.balance[pool], boundary)
@@ -238,21 +359,30 @@ class ReferenceModel:
                     cap = acct.plan.rollover_cap
                     if cap is not None:
                         for pool in Channel:
-                            # Held credits are kept above the cap until they settle.
-                            excess = acct.balance[pool] - max(cap.of(pool), acct.held(pool))
+                            # Held credits are kept above the cap until they settle;
+                            # grants are outside the cap, and holds draw on them first.
+                            granted = acct.granted(pool)
+                            plan_held = max(0, acct.held(pool) - granted)
+                            excess = acct.balance[pool] - granted - max(cap.of(pool), plan_held)
                             if excess > 0:
                                 acct.append(EntryKind.FORFEIT, pool, -excess, boundary)
                     acct.grant_allowance(boundary)
             else:
                 raise AssertionError(f"more than {MAX_BOUNDARIES_PER_ADVANCE} periods at once")
+            acct.expire(now)
+            lapsed = [hold for hold in acct.holds if hold.expires_at <= now]
             acct.holds = [hold for hold in acct.holds if hold.expires_at > now]
+            if lapsed:
+                acct.expire(now)
 
     def due(self, now: datetime) -> list[str]:
-        """The accounts a renewal run at `now` must renew: a boundary at or before `now`."""
+        """The accounts a renewal run at `now` must renew: a boundary, or a grant's expiry
+        not applied yet (R23), at or before `now`."""
         return [
             account
             for account, acct in self.accounts.items()
-            if (boundary := acct.next_boundary()) is not None and boundary <= now
+            if (boundary := acct.next_boundary()) is not None
+            and (boundary <= now or any(not g.kept and g.expires_at <= now for g in acct.grants))
         ]
 
     def subscribe(self, account: str, plan: Plan, now: datetime) -> None:
@@ -262,6 +392,7 @@ class ReferenceModel:
         fresh = ModelAccount(plan=plan, anchor=now)
         if acct is not None:  # R12, R17, R19: data, keys and ledger outlive a lapse
             fresh.owned, fresh.keys, fresh.ledger = acct.owned, acct.keys, acct.ledger
+            fresh.members = acct.members  # R22: the team outlives a lapse too
         fresh.grant_allowance(now)
         self.accounts[account] = fresh
 
@@ -320,12 +451,14 @@ class ReferenceModel:
         now: datetime,
         *,
         key: str | None = None,
+        member: str | None = None,
     ) -> ModelReservation | Replay:
         """The first phase of a request: R17's answer for a key seen before, or the credits
-        held for its new data, `min(cost, available)` per pool (R15, R16)."""
+        held for its new data, `min(cost, available, the member's room)` per pool (R15,
+        R16, R22)."""
         acct = self._get(account)
         data = [datum_of(contact) for contact in contacts]
-        fingerprint = (operation, tuple(data))
+        fingerprint = (operation, tuple(data), member)
         record = acct.keys.get(key) if key is not None else None
         if record is not None:
             if record.fingerprint != fingerprint:
@@ -336,16 +469,25 @@ class ReferenceModel:
                 raise RequestInFlight(account, str(key))
             # The first attempt was abandoned and holds nothing now: this one takes over.
         acct = self._require_active(account)
+        if member is not None and member not in acct.members:
+            raise UnknownMember(account, member)
         candidates = [d for d in dict.fromkeys(data) if d not in acct.owned]
         prices = [self._price(acct.plan, d) for d in candidates]
+        limit = None if member is None else acct.room(member)
         capacity = {
-            pool: min(sum(c for p, c in prices if p is pool), acct.available(pool))
+            pool: min(
+                sum(c for p, c in prices if p is pool),
+                acct.available(pool),
+                acct.available(pool) if limit is None else limit[pool],
+            )
             for pool in Channel
         }
         hold = None
         if any(capacity.values()):
             hold = ModelHold(
-                credits=capacity, expires_at=now + timedelta(seconds=self.hold_lifetime_s)
+                credits=capacity,
+                expires_at=now + timedelta(seconds=self.hold_lifetime_s),
+                member=member,
             )
             acct.holds.append(hold)
         reservation = ModelReservation(
@@ -357,6 +499,8 @@ class ReferenceModel:
             hold=hold,
             key=key,
             prices=prices,
+            member=member,
+            limit=limit,
         )
         if key is not None:
             acct.keys[key] = KeyRecord(fingerprint=fingerprint, owner=reservation)
@@ -395,11 +539,18 @@ class ReferenceModel:
             learned |= meanwhile
         if reservation.hold is not None:
             acct.holds.remove(reservation.hold)
+        member = reservation.member
         for datum, price in zip(reservation.candidates, reservation.prices, strict=True):
             if decided[datum] is Outcome.CHARGED:
                 pool, credits = price
-                acct.append(EntryKind.CHARGE, pool, -credits, now, datum)
-                acct.owned[datum] = Purchase(pool=pool, credits=credits, at=now)
+                grant = acct.draw(pool, credits)
+                acct.append(
+                    EntryKind.CHARGE, pool, -credits, now, datum, grant=grant, member=member
+                )
+                acct.owned[datum] = Purchase(
+                    pool=pool, credits=credits, at=now, grant=grant, member=member
+                )
+        acct.expire(now)  # R23: what the hold kept of an expired grant, unspent
         outcomes: list[Outcome] = []
         seen: set[str] = set()
         for datum in reservation.data:
@@ -421,14 +572,22 @@ class ReferenceModel:
         verdict_of: Callable[[str], Verdict],
     ) -> dict[str, Outcome]:
         left = dict(reservation.capacity)
+        allowed = reservation.limit
+        allowed = None if allowed is None else dict(allowed)
         decided: dict[str, Outcome] = {}
         for datum, (pool, credits) in zip(reservation.candidates, reservation.prices, strict=True):
             if datum in learned:
                 decided[datum] = Outcome.ALREADY_OWNED
             elif credits > left[pool]:
-                decided[datum] = Outcome.INSUFFICIENT_CREDITS
+                # R22: past both the member's allowance and the pool: the allowance.
+                beyond = allowed is not None and credits > allowed[pool]
+                decided[datum] = (
+                    Outcome.MEMBER_ALLOWANCE_EXCEEDED if beyond else Outcome.INSUFFICIENT_CREDITS
+                )
             elif self._billable(verdict_of(datum)):
                 left[pool] -= credits
+                if allowed is not None:
+                    allowed[pool] -= credits
                 decided[datum] = Outcome.CHARGED
             else:
                 decided[datum] = Outcome.NOT_VERIFIED
@@ -468,7 +627,87 @@ class ReferenceModel:
         if now - purchase.at > REFUND_WINDOW:
             raise RefundWindowClosed(datum)
         purchase.refunded = True
-        acct.append(EntryKind.REFUND, purchase.pool, purchase.credits, now, datum)
+        # R23: back to the grant that paid, unless it has expired, up to what was spent.
+        back_to = None
+        for grant in acct.grants:
+            if grant.grant_id == purchase.grant and not grant.kept and grant.expires_at > now:
+                back = min(purchase.credits, grant.credits - grant.remaining)
+                if back:
+                    grant.remaining += back
+                    back_to = grant.grant_id
+        acct.append(
+            EntryKind.REFUND,
+            purchase.pool,
+            purchase.credits,
+            now,
+            datum,
+            grant=back_to,
+            member=purchase.member,
+        )
+
+    # -- expiring grants (R23), members (R22), the guarantee (R25) ------------------------
+
+    def top_up(
+        self, account: str, credits: Credits, now: datetime, *, expires_at: datetime | None
+    ) -> None:
+        acct = self._get(account)
+        if acct.status == "lapsed":
+            raise NoActiveSubscription(account)
+        if expires_at is not None and expires_at <= now:
+            raise GrantExpiryNotAhead(expires_at, now)
+        for pool in Channel:
+            if credits.of(pool):
+                grant_id = len(acct.ledger) if expires_at is not None else None
+                acct.append(EntryKind.TOP_UP, pool, credits.of(pool), now, grant=grant_id)
+                if grant_id is not None and expires_at is not None:
+                    acct.grants.append(
+                        ModelGrant(
+                            grant_id=grant_id,
+                            pool=pool,
+                            credits=credits.of(pool),
+                            remaining=credits.of(pool),
+                            expires_at=expires_at,
+                        )
+                    )
+
+    def add_member(self, account: str, member: str) -> bool:
+        acct = self._get(account)
+        if member in acct.members:
+            return False
+        acct.members[member] = None
+        return True
+
+    def set_member_allowance(self, account: str, member: str, credits: Credits | None) -> None:
+        acct = self._get(account)
+        if member not in acct.members:
+            raise UnknownMember(account, member)
+        acct.members[member] = credits
+
+    def member_usage(self, account: str, member: str) -> dict[Channel, int]:
+        """R22: the member's usage in the account's current period."""
+        acct = self._get(account)
+        if member not in acct.members:
+            raise UnknownMember(account, member)
+        return acct.usage(member, acct.period_start(), nth_month(acct.anchor, acct.index + 1))
+
+    def guarantee(self, account: str, index: int) -> tuple[int, int, bool]:
+        """R25 for period `index`: emails charged in it, their bounces, breached or not."""
+        acct = self._get(account)
+        start, end = nth_month(acct.anchor, index), nth_month(acct.anchor, index + 1)
+        charged = {
+            e.datum
+            for e in acct.ledger
+            if e.kind is EntryKind.CHARGE
+            and start <= e.at < end
+            and e.datum is not None
+            and channel_of(e.datum) is Channel.EMAIL
+        }
+        bounces = sum(1 for e in acct.ledger if e.kind is EntryKind.REFUND and e.datum in charged)
+        return (
+            len(charged),
+            bounces,
+            len(charged) >= GUARANTEE_MIN_EMAILS and bounces * 100 > len(charged),
+        )
 
     def balance(self, account: str) -> dict[Channel, int]:
         return dict(self._get(account).balance)
