@@ -104,7 +104,19 @@ def expected_final() -> dict[str, tuple[int, int]]:
         2 * ignite.mobile + (power.mobile - ignite.mobile) * left // length + 3 * power.mobile - 30,
     )
     # initech cancelled in period 1 and lapsed on Mar 6: a lapsed account reads zero (R6).
-    return {"acme": acme, "globex": globex, "initech": (0, 0), "northwind": northwind}
+    # hooli, ignite, a team: a promo grant of 500 (R23), 120 + 100 + 50 emails charged to
+    # its members (R22), 230 of the grant expired, 3 bounces refunded (R18); 100 mobiles.
+    hooli = (
+        periods * ignite.email + 500 - (120 + 100 + 50) - 230 + 3,
+        periods * ignite.mobile - 100,
+    )
+    return {
+        "acme": acme,
+        "globex": globex,
+        "initech": (0, 0),
+        "northwind": northwind,
+        "hooli": hooli,
+    }
 
 
 def boundaries(anchor: datetime, after: datetime, now: datetime) -> int:
@@ -141,6 +153,63 @@ def test_demo_shows_the_rulebook_examples(demo_db: tuple[str, str]) -> None:
     assert renewals[0][-1] == "16,500"  # the balance after acme's first renewal grant
     assert "8 email charged; not verified: 2 invalid" in out  # 10 contacts, 2 invalid
     assert "7 email charged; 1 already owned; not verified: 2 invalid" in out
+
+
+def test_demo_tells_the_team_story(demo_db: tuple[str, str]) -> None:
+    """hooli: members and an allowance (R22), an expiring promo grant (R23), a low-balance
+    webhook arriving at the demo's receiver (R24), a guarantee report (R25)."""
+    _, out = demo_db
+    assert "100 email charged; 30 beyond the member's allowance" in out  # ben, at 100
+    assert "ana unlocks 50 more: the team pool still pays for her" in out
+    assert "50 email charged" in out.split("ana unlocks 50 more", 1)[1].splitlines()[0]
+    statement = out.split("Statement of hooli, period 0", 1)[1].split("Members of hooli", 1)[0]
+    charges = [
+        w for w in map(str.split, statement.splitlines()) if w[2:4] == ["charge", "(unlock)"]
+    ]
+    assert [(w[5], w[8:]) for w in charges] == [
+        ("120", ["member", "ana;", "grant", "#2"]),
+        ("100", ["member", "ben;", "grant", "#2"]),
+        ("50", ["member", "ana;", "grant", "#2"]),
+        ("100", ["member", "ana"]),
+    ]
+    assert "promo; grant #2, expires Jan 20 09:00" in statement
+    (expired,) = [w for w in map(str.split, statement.splitlines()) if w[2:3] == ["expire"]]
+    assert expired[6:9] == ["-230", "5,000", "grant"]
+    assert cells(out, "Members of hooli", "ben")[1:] == ["100", "99"]  # a bounce gave 1 back
+    assert cells(out, "Members of hooli", "ana")[1:] == ["none", "168"]
+    assert cells(out, "Deliverability guarantee of hooli", "0")[3:] == [
+        "270", "3", "1.11%", "breached",
+    ]  # fmt: skip
+    hooks = out.split("Webhooks of hooli as its receiver on 127.0.0.1 got them", 1)[1]
+    assert hooks.splitlines()[0].strip() == "(one delivery pass: 10 delivered, 0 failed)"
+    rows = [w for w in map(str.split, hooks.splitlines()) if w[:1] and w[0].isdigit()][:10]
+    assert [(r[0], r[1], r[-1]) for r in rows[:2]] == [
+        ("1", "credits.low", "verified"),
+        ("2", "grant.expired", "verified"),
+    ]
+    assert [r[0] for r in rows] == [str(i) for i in range(1, 11)]
+    assert all(r[2].startswith("evt_") and r[-1] == "verified" for r in rows)
+    assert "guarantee.breached" in [r[1] for r in rows]
+    assert re.search(r"whsec_[A-Za-z0-9+/]", out) is None  # the secret is never printed
+    assert "beyond the member's allowance: not revealed (R22)" in out
+
+
+def test_demo_prints_the_same_story_on_every_fresh_database(
+    demo_db: tuple[str, str], tmp_path: Path
+) -> None:
+    """Deterministic: a scripted clock, fixed data; the webhook secret and the receiver's
+    port, which vary, are never printed (only the progress bar's elapsed time varies)."""
+    url, out = demo_db
+    other = url_of(tmp_path / "again.db")
+    code, again, err = invoke("demo", "--db", other)
+    assert code == 0, err
+
+    def same(text: str, db: str) -> str:
+        path = str(Path(db.removeprefix("sqlite:///")).resolve())
+        text = re.sub(r"\b\d+:\d\d:\d\d\b", "ELAPSED", text)  # the progress bar's time
+        return " ".join(text.replace(path, "DB").replace(db, "URL").split())  # paths wrap
+
+    assert same(again, other) == same(out, url)
 
 
 def test_demo_says_which_verifier_and_where_the_database_is(demo_db: tuple[str, str]) -> None:

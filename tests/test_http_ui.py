@@ -498,3 +498,28 @@ def test_no_page_and_no_asset_references_another_server(world: UiWorld) -> None:
     assert external_references('<link href="https://cdn.example/x.css">') == [
         "https://cdn.example/x.css"
     ]
+
+
+def test_the_statement_names_the_member_the_grant_and_the_expiry(world: UiWorld) -> None:
+    """R22, R23 on the account page: who charged, the grant drawn on, its expire entry."""
+    world.service.subscribe("acme", "boost")
+    world.service.add_member("acme", "ana")
+    top_up = world.service.top_up(
+        "acme",
+        Credits(email=5),
+        reason="promo",
+        expires_at=world.clock.now() + timedelta(days=3),
+    )
+    grant = top_up.entries[0].seq
+    world.service.unlock("acme", emails("ana", 2), member="ana")
+    world.clock.advance(timedelta(days=4))
+    with world.signed_in("acme") as c:
+        statement = section(c.get("/ui").text, "statement")
+    rows = re.findall(r'<tr data-seq="(\d+)">(.*?)</tr>', statement, re.S)
+    kinds = {seq: re.findall(r"<td>([a-z_]+)</td>", row)[0] for seq, row in rows}
+    by_kind = {kinds[seq]: row for seq, row in rows}
+    assert "promo" in by_kind["top_up"] and "expires " in by_kind["top_up"]
+    charges = [row for seq, row in rows if kinds[seq] == "charge"]
+    assert len(charges) == 2
+    assert all(f"member ana, grant of entry {grant}" in row for row in charges)
+    assert f"grant of entry {grant}" in by_kind["expire"]

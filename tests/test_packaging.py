@@ -119,6 +119,15 @@ def test_without_the_http_extra_serve_says_which_extra_to_install(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_without_the_http_extra_the_demo_runs_and_says_webhooks_were_not_sent(
+    tmp_path: Path,
+) -> None:
+    done = credits_without(HTTP_EXTRA, "demo", "--db", f"sqlite:///{tmp_path / 'demo.db'}")
+    assert done.returncode == 0, done.stderr
+    assert "Webhooks: not delivered; delivery needs the http extra" in done.stdout
+    assert "Balances at the end of the story" in done.stdout
+
+
 def test_without_the_http_extra_keys_and_reading_commands_work(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'credits.db'}"
     created = credits_without(HTTP_EXTRA, "keys", "create", "acme", "--db", url)

@@ -400,6 +400,20 @@ def _usage(entries: Sequence[LedgerEntry], cut: bool) -> str:
     )
 
 
+def _cause(entry: LedgerEntry) -> str:
+    """The statement's cause cell: the operation, datum and note; who charged (R22); the
+    expiring grant drawn on or expired, and a grant's expiry (R23)."""
+    cause = entry.cause
+    parts = [" ".join(p for p in (cause.operation.value, cause.datum, cause.note) if p)]
+    if cause.member is not None:
+        parts.append(f"member {cause.member}")
+    if cause.expires_at is not None:
+        parts.append(f"expires {_when(cause.expires_at)}")
+    if entry.kind is not EntryKind.TOP_UP and cause.grant is not None:
+        parts.append(f"grant of entry {cause.grant}")
+    return ", ".join(parts)
+
+
 def _statement(service: CreditService, account: str, current: Period, query: _Query) -> str:
     index = current.index if query.period is None else query.period
     if index > current.index:
@@ -420,8 +434,7 @@ def _statement(service: CreditService, account: str, current: Period, query: _Qu
         f"<td>{e.kind.value}</td><td>{e.pool.value}</td>"
         f'<td class="num">{"+" if e.amount > 0 else ""}{_n(e.amount)}</td>'
         f'<td class="num">{_n(e.balance_after)}</td>'
-        f"<td>{esc(e.cause.operation.value)} {esc(e.cause.datum or '')} "
-        f"{esc(e.cause.note or '')}</td></tr>"
+        f"<td>{esc(_cause(e))}</td></tr>"
         for e in rows
     )
     links = []

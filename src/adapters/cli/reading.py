@@ -65,6 +65,9 @@ ENTRY_COLUMNS = (
     Column("idempotency_key", "Idempotency key", shown="data"),
     Column("destination", "Destination", shown="data"),
     Column("note", "Note", shown="data"),
+    Column("member", "Member", shown="data"),  # R22
+    Column("grant", "Grant", "number", shown="data"),  # R23: the grant's top_up seq
+    Column("expires_at", "Expires", shown="data"),  # R23: on an expiring grant's top_up
 )
 
 
@@ -173,10 +176,12 @@ def _detail(entry: LedgerEntry) -> str:
         parts.append(cause.plan)
     if cause.note:
         parts.append(cause.note)
+    if cause.member is not None:  # R22: the team member who charged
+        parts.append(f"member {cause.member}")
     if cause.expires_at is not None:  # R23: an expiring grant
         parts.append(f"expires {cause.expires_at:%Y-%m-%d %H:%M} UTC")
-    if entry.kind is EntryKind.EXPIRE and cause.grant is not None:
-        parts.append(f"grant of entry {cause.grant}")
+    if entry.kind is not EntryKind.TOP_UP and cause.grant is not None:
+        parts.append(f"grant of entry {cause.grant}")  # R23: the grant drawn on or expired
     if cause.idempotency_key:
         parts.append(f"key {cause.idempotency_key}")
     return ", ".join(parts)
@@ -200,6 +205,9 @@ def entry_row(entry: LedgerEntry) -> Row:
         "idempotency_key": cause.idempotency_key,
         "destination": cause.destination,
         "note": cause.note,
+        "member": cause.member,
+        "grant": cause.grant,
+        "expires_at": cause.expires_at,
     }
 
 

@@ -258,15 +258,29 @@ def _period_index(anchor: datetime, index: int, entry: LedgerEntry) -> int:
     raise AssertionError("invariant broken: ledger entry centuries after its anchor")
 
 
+def _detail(entry: LedgerEntry) -> str:
+    """What the demo's statement says of an entry: where it went, why, who, which grant."""
+    cause = entry.cause
+    detail = cause.destination or cause.note or ""
+    if cause.operation is Operation.BOUNCE and cause.datum:
+        detail = cause.datum.split(":", 1)[1]
+    extras = [detail] if detail else []
+    if cause.member is not None:
+        extras.append(f"member {cause.member}")  # R22
+    if cause.grant is not None and entry.kind is not EntryKind.TOP_UP:
+        extras.append(f"grant #{cause.grant}")  # R23: the expiring grant drawn on
+    if cause.expires_at is not None:
+        extras.append(f"grant #{entry.seq}, expires {cause.expires_at:%b %d %H:%M}")
+    return "; ".join(extras)
+
+
 def grouped_statement(
     service: CreditService, account: str, period: Period | None = None
 ) -> Iterator[StatementLine]:
     """The statement with consecutive entries of one kind, pool, instant and cause joined."""
     line: StatementLine | None = None
     for entry in service.statement(account, period):
-        detail = entry.cause.destination or entry.cause.note or ""
-        if entry.cause.operation is Operation.BOUNCE and entry.cause.datum:
-            detail = entry.cause.datum.split(":", 1)[1]
+        detail = _detail(entry)
         if line is not None and (line.at, line.kind, line.operation, line.pool, line.detail) == (
             entry.at,
             entry.kind,

@@ -1,4 +1,4 @@
-"""The story that `credits demo` replays: four accounts, five months, on a scripted clock.
+"""The story that `credits demo` replays: five accounts, five months, on a scripted clock.
 
 Everything here is deterministic: the data follow fixed patterns (no randomness), the
 clock is a `ManualClock` set to each step's instant, and the verifier is the in-memory
@@ -13,7 +13,12 @@ The cast (run 1; a later run on the same database suffixes the names, see `Cast`
 - globex, on power: a downgrade to boost, which waits for the next renewal (R7);
 - initech, on ignite: more mobiles asked for than it has credits (R15), then a
   cancellation and its lapse (R6);
-- northwind, on ignite: an upgrade to power in the middle of a period, pro-rated (R7).
+- northwind, on ignite: an upgrade to power in the middle of a period, pro-rated (R7);
+- hooli, on ignite, a team: members ana and ben, ben with an allowance of 100 email
+  credits a month (R22); a promo grant of 500 email credits expiring on Jan 20, spent
+  first, its remainder expiring (R23); its mobile credits running low (R24: the event
+  the demo delivers to its webhook receiver); 3 bounces in 270 emails, which breach the
+  deliverability guarantee (R25).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from credits_domain import (
+    Channel,
     ChargeResult,
     Contact,
     Credits,
     CreditsError,
     CreditService,
+    EntryKind,
     NoActiveSubscription,
     PlanChange,
     RefundWindowClosed,
@@ -39,8 +46,22 @@ from credits_domain.errors import invariant
 
 START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 END = datetime(2025, 5, 12, 9, 0, tzinfo=UTC)
-ROLES = ("acme", "globex", "initech", "northwind")
-PLAN_OF_ROLE = {"acme": "boost", "globex": "power", "initech": "ignite", "northwind": "ignite"}
+ROLES = ("acme", "globex", "initech", "northwind", "hooli")
+PLAN_OF_ROLE = {
+    "acme": "boost",
+    "globex": "power",
+    "initech": "ignite",
+    "northwind": "ignite",
+    "hooli": "ignite",
+}
+TEAM_ROLE = "hooli"  # the team (R22..R25); its events go to the demo's webhook receiver
+MEMBERS = ("ana", "ben")
+BEN_ALLOWANCE = Credits(email=100)
+PROMO = Credits(email=500)
+MAX_TEAM_EVENTS = 100  # the team's events the demo delivers in one pass (about a dozen)
+PERIOD_STARTS = ("Jan 06", "Feb 06", "Mar 06", "Apr 06", "May 06")  # the story's periods
+MOBILE_LOW = 250  # hooli's low-balance threshold for mobiles (R24)
+PROMO_EXPIRES = datetime(2025, 1, 20, 9, 0, tzinfo=UTC)
 MAX_RUNS = 1_000  # demo runs one database can hold before the demo asks for a fresh one
 BULK_BATCHES = 8
 BULK_VALID_PER_BATCH = 900
@@ -269,6 +290,52 @@ def _bounce(raw: str) -> Action:
         return f"refunded {entry.amount} {entry.pool.value} credit for {raw}"
 
     return act
+
+
+def _unlock_as(member: str, raws: Sequence[str]) -> Action:
+    contacts = _contacts(raws)
+    return lambda service, account: service.unlock(account, contacts, member=member)
+
+
+def _team(service: CreditService, account: str) -> str:
+    for member in MEMBERS:
+        service.add_member(account, member)
+    service.set_member_allowance(account, "ben", BEN_ALLOWANCE)
+    service.set_low_balance_threshold(account, Channel.MOBILE, MOBILE_LOW)
+    return (
+        f"members {' and '.join(MEMBERS)}; ben may use {BEN_ALLOWANCE.email:,} email "
+        "credits a month, ana draws on the team pool freely; credits.low when "
+        f"{MOBILE_LOW} mobile credits or fewer are left"
+    )
+
+
+def _promo(service: CreditService, account: str) -> str:
+    service.top_up(account, PROMO, reason="promo", expires_at=PROMO_EXPIRES)
+    return f"+{PROMO.email:,} email credits, spent before plan credits, until {PROMO_EXPIRES:%b %d}"
+
+
+def _expiry(service: CreditService, account: str) -> str:
+    expired = [e for e in service.statement(account) if e.kind is EntryKind.EXPIRE]
+    invariant(len(expired) == 1, f"demo: {account}'s promo grant should have expired once")
+    return f"{-expired[0].amount:,} unspent promo credits left the pool ({expired[0].pool.value})"
+
+
+def _bounces(raws: Sequence[str]) -> Action:
+    def act(service: CreditService, account: str) -> str:
+        entries = [service.report_bounce(account, Contact.email(raw)) for raw in raws]
+        members = " and ".join(sorted({str(e.cause.member) for e in entries}))
+        return f"refunded {sum(e.amount for e in entries)} email credits (charged by {members})"
+
+    return act
+
+
+def _guarantee(service: CreditService, account: str) -> str:
+    report = service.guarantee(account, service.period(account, 0))
+    verdict = "breached" if report.breached else "kept"
+    return (
+        f"period 0: {report.bounces} bounces in {report.emails_charged:,} emails charged, "
+        f"{report.bounce_rate:.2%}: guarantee {verdict} (over 1% with 100 or more)"
+    )
 
 
 def _look(service: CreditService, account: str) -> str:
@@ -582,9 +649,90 @@ def story() -> Story:
             rules="R14",
         ),
     ]
+    steps += _team_story(data)
     steps += [
         Step(at=END, role=role, title="end of the story", action=_look, rules="R21")
         for role in ROLES
     ]
     # Written account by account; played in time order (stable: same instant, same order).
     return Story(steps=tuple(sorted(steps, key=lambda step: step.at)), script=data.script)
+
+
+def _team_story(data: _Data) -> list[Step]:
+    """hooli: a team with an allowance, an expiring promo grant, a low balance, bounces."""
+    ana_first = data.emails(120)
+    ben_asks = data.emails(130)
+    ana_more = data.emails(50)
+    return [
+        Step(
+            at=_day(1, 7, 9),
+            role=TEAM_ROLE,
+            title="adds two members",
+            action=_team,
+            rules="R22 R24",
+        ),
+        Step(
+            at=_day(1, 7, 9, 30),
+            role=TEAM_ROLE,
+            title="gets a promo grant that expires",
+            action=_promo,
+            rules="R23",
+        ),
+        Step(
+            at=_day(1, 8),
+            role=TEAM_ROLE,
+            title="ana unlocks 120 emails, paid from the promo grant",
+            action=_unlock_as("ana", ana_first),
+            size=120,
+            expect=Credits(email=120),
+            rules="R22 R23",
+        ),
+        Step(
+            at=_day(1, 9),
+            role=TEAM_ROLE,
+            title="ben asks for 130 emails with an allowance of 100",
+            action=_unlock_as("ben", ben_asks),
+            size=130,
+            expect=Credits(email=100),
+            rules="R22",
+        ),
+        Step(
+            at=_day(1, 9, 10, 5),
+            role=TEAM_ROLE,
+            title="ana unlocks 50 more: the team pool still pays for her",
+            action=_unlock_as("ana", ana_more),
+            size=50,
+            expect=Credits(email=50),
+            rules="R22",
+        ),
+        Step(
+            at=_day(1, 14),
+            role=TEAM_ROLE,
+            title="ana unlocks 100 mobiles: 233 of 333 left, credits.low",
+            action=_unlock_as("ana", data.mobiles(100)),
+            size=100,
+            expect=Credits(mobile=100),
+            rules="R24",
+        ),
+        Step(
+            at=_day(1, 20, 9, 1),
+            role=TEAM_ROLE,
+            title="the promo grant expires",
+            action=_expiry,
+            rules="R23",
+        ),
+        Step(
+            at=_day(1, 22),
+            role=TEAM_ROLE,
+            title="reports 3 bounces",
+            action=_bounces((ana_first[0], ana_first[1], ben_asks[0])),
+            rules="R18",
+        ),
+        Step(
+            at=_day(1, 22, 11),
+            role=TEAM_ROLE,
+            title="the deliverability guarantee",
+            action=_guarantee,
+            rules="R25",
+        ),
+    ]
