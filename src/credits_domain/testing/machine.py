@@ -829,12 +829,16 @@ class CreditsStateMachine(RuleBasedStateMachine):
     @rule(account=_accounts, limit=st.integers(1, 4), data=st.data())
     def read_events(self, account: str, limit: int, data: st.DataObject) -> None:
         """R24: the events after any seq, in pages of `limit`, are the model's tail."""
-        self.model.advance(self.clock.at)
         acct = self.model.accounts.get(account)
-        if acct is None:
-            return
-        after = data.draw(st.integers(0, len(acct.events) + 1), label="after_seq")
-        expected = acct.events[after:]
+        if acct is not None:
+            after = data.draw(st.integers(0, len(acct.events) + 1), label="after_seq")
+            self.read_events_in_pages(account, limit, after)
+
+    def read_events_in_pages(self, account: str, limit: int, after_seq: int) -> None:
+        """`service.events(account, after_seq=..., limit=...)` page after page, each
+        page's last seq the next cursor: the model's events after `after_seq`."""
+        self.model.advance(self.clock.at)
+        expected, after = self.model.events(account)[after_seq:], after_seq
         got: list[Event] = []
         for _ in range(len(expected) // limit + 2):
             page = self.service.events(account, after_seq=after or None, limit=limit)
