@@ -20,9 +20,11 @@ from credits_domain import (
     ChargeResult,
     Credits,
     EntryKind,
+    EventType,
     HoldExpired,
     Outcome,
     RequestInFlight,
+    Verdict,
 )
 from credits_domain.testing.machine import (
     BULK_ACCOUNT,
@@ -192,3 +194,54 @@ def test_a_hundred_emails_with_two_bounces_breach_the_guarantee(
     machine.many_emails(size=100, bounced=2)
     guarantee = machine.service.guarantee(BULK_ACCOUNT)
     assert (guarantee.emails_charged, guarantee.bounces, guarantee.breached) == (100, 2, True)
+
+
+def test_the_second_bounce_of_a_hundred_emails_is_refunded_then_breaches(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)
+    machine.many_emails(size=100, bounced=3)
+    # R24: 120 credits, 100 spent: never low. The first breach only, after the bounce
+    # that makes it; the third bounce: a refund only.
+    events = machine.model.events(BULK_ACCOUNT)
+    assert [e.type for e in events] == [
+        EventType.CHARGE_REFUNDED,
+        EventType.CHARGE_REFUNDED,
+        EventType.GUARANTEE_BREACHED,
+        EventType.CHARGE_REFUNDED,
+    ]
+    assert dict(events[2].data) == {"period": 0, "emails_charged": 100, "bounces": 2}
+
+
+def test_one_batch_fires_low_then_depleted_and_a_hold_ending_free_fires_nothing(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", TINY)  # 3 email credits: the default threshold is 1
+    machine.verifier.script["email:bad@corp.com"] = Verdict.INVALID
+    assert outcomes(machine.one(unlock("acme", "bad@corp.com"))) == [Outcome.NOT_VERIFIED]
+    assert machine.model.events("acme") == []  # held, then released: no alarm
+    machine.one(unlock("acme", "a@corp.com", "b@corp.com", "c@corp.com"))
+    events = machine.model.events("acme")
+    assert [(e.seq, e.type, e.data["balance"], e.data["entry_seq"]) for e in events] == [
+        (1, EventType.CREDITS_LOW, 1, 3),
+        (2, EventType.CREDITS_DEPLETED, 0, 4),
+    ]
+    machine.read_events_in_pages("acme", limit=1, after_seq=0)
+
+
+def test_a_downgrade_at_renewal_fires_plan_changed_then_period_renewed(
+    machine: CreditsStateMachine,
+) -> None:
+    machine.subscribe("acme", LARGE)
+    machine.set_threshold("acme", Channel.EMAIL, 5)
+    machine.change_plan("acme", TINY)  # scheduled for the renewal (R7)
+    machine.set_threshold("acme", Channel.EMAIL, None)  # back to the default: 10% of 3
+    machine.renew_when_due("acme", timedelta(0))
+    machine.statements_balances_and_model_agree()  # the model advanced, the outbox compared
+    events = machine.model.events("acme")
+    assert [(e.type, e.at) for e in events] == [
+        (EventType.PLAN_CHANGED, events[0].at),
+        (EventType.PERIOD_RENEWED, events[0].at),
+    ]
+    assert (events[0].data["from"], events[0].data["to"]) == (LARGE.name, TINY.name)
+    assert machine.model.thresholds("acme")[Channel.EMAIL] == 1

@@ -36,7 +36,13 @@ clock and a scripted verifier), runs the same operations on `ReferenceModel`, an
   request, each bounce and in `read_reports`;
 - the guarantee (R25): this period's and the last one's tally in `read_reports`; once per
   example, `many_emails` charges 100 to 104 emails to an account apart and bounces a few,
-  so that the breach (more than 1% of at least 100) is reached.
+  so that the breach (more than 1% of at least 100) is reached;
+- events (R24): after every step, each account's outbox is the model's list: seq 1..n
+  without gaps, type, instant, account and the data that matter (pool, balance and
+  threshold, the ledger entry, period, plans, grant, datum, the guarantee's counts);
+  `read_events` pages through `service.events` with limits of 1 to 4 from any
+  `after_seq`; `set_threshold` sets a pool's low-balance threshold (0 to 6, or None for
+  the plan's default) and compares `low_balance_thresholds`.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from hypothesis.stateful import (
 from credits_domain.charging import ChargeResult, Outcome
 from credits_domain.contact import Channel, Contact
 from credits_domain.errors import CreditsError
+from credits_domain.events import Event
 from credits_domain.ledger import EntryKind, LedgerEntry
 from credits_domain.plans import Credits, Plan, Price
 from credits_domain.policy import ChargePolicy
@@ -67,6 +74,7 @@ from credits_domain.service import CreditService
 from credits_domain.testing.model import (
     ModelAccount,
     ModelEntry,
+    ModelEvent,
     ModelReservation,
     RawContact,
     ReferenceModel,
@@ -211,6 +219,18 @@ def _model_line(seq: int, entry: ModelEntry) -> tuple[object, ...]:
         entry.grant,
         entry.member,
     )
+
+
+def _event_agrees(account: str, got: Event, expected: ModelEvent) -> None:
+    """R24: one event is the model's: seq, type, instant, account and the model's data."""
+    data = {key: got.data.get(key) for key in expected.data}
+    assert (got.account, got.seq, got.type, got.at, data) == (
+        account,
+        expected.seq,
+        expected.type,
+        expected.at,
+        dict(expected.data),
+    ), f"R24: {account}: event {got} != model {expected}"
 
 
 _accounts = st.sampled_from(MACHINE_ACCOUNTS)
@@ -787,22 +807,85 @@ class CreditsStateMachine(RuleBasedStateMachine):
         self._agree(account, acct)
         self._usage_agrees(account)
 
+    @rule(
+        account=_requesters,
+        pool=st.sampled_from(list(Channel)),
+        credits=st.none() | st.integers(0, 6),
+    )
+    def set_threshold(self, account: str, pool: Channel, credits: int | None) -> None:
+        """R24: a pool's low-balance threshold set (None: back to the plan's default);
+        it fires nothing itself, and acts on the next charge or expiry."""
+        self._both(
+            lambda: self.service.set_low_balance_threshold(account, pool, credits),
+            lambda: self.model.set_low_threshold(account, pool, credits),
+        )
+        if account in self.model.accounts:
+            got = self.service.low_balance_thresholds(account)
+            expected = self.model.thresholds(account)
+            assert (got.email, got.mobile) == (expected[Channel.EMAIL], expected[Channel.MOBILE]), (
+                f"R24: {account}: thresholds {got} != model {expected}"
+            )
+
+    @rule(account=_accounts, limit=st.integers(1, 4), data=st.data())
+    def read_events(self, account: str, limit: int, data: st.DataObject) -> None:
+        """R24: the events after any seq, in pages of `limit`, are the model's tail."""
+        acct = self.model.accounts.get(account)
+        if acct is not None:
+            after = data.draw(st.integers(0, len(acct.events) + 1), label="after_seq")
+            self.read_events_in_pages(account, limit, after)
+
+    def read_events_in_pages(self, account: str, limit: int, after_seq: int) -> None:
+        """`service.events(account, after_seq=..., limit=...)` page after page, each
+        page's last seq the next cursor: the model's events after `after_seq`."""
+        self.model.advance(self.clock.at)
+        expected, after = self.model.events(account)[after_seq:], after_seq
+        got: list[Event] = []
+        for _ in range(len(expected) // limit + 2):
+            page = self.service.events(account, after_seq=after or None, limit=limit)
+            assert len(page) <= limit, f"R24: {account}: {len(page)} events past limit {limit}"
+            got += page
+            if len(page) < limit:
+                break
+            after = page[-1].seq
+        assert len(got) == len(expected), f"R24: {account}: {got} != model {expected}"
+        for event, predicted in zip(got, expected, strict=True):
+            _event_agrees(account, event, predicted)
+
     # -- after every step ----------------------------------------------------------------
 
     @invariant()
     def statements_balances_and_model_agree(self) -> None:
         """R12, R15, R19..R21: each statement is the model's ledger, entry by entry; no
-        datum charged twice; balances and available credits are the model's."""
+        datum charged twice; balances and available credits are the model's; R24: the
+        events are the model's."""
         self.model.advance(self.clock.at)
         for account, acct in self.model.accounts.items():
             if account != BULK_ACCOUNT:
                 self._agree(account, acct)
-                continue
-            balance = self.service.balance(account)  # touched, its balance read only
-            assert (balance.email, balance.mobile) == (
-                acct.balance[Channel.EMAIL],
-                acct.balance[Channel.MOBILE],
-            ), f"{account}: system {balance} != model {acct.balance}"
+            else:
+                balance = self.service.balance(account)  # touched, its balance read only
+                assert (balance.email, balance.mobile) == (
+                    acct.balance[Channel.EMAIL],
+                    acct.balance[Channel.MOBILE],
+                ), f"{account}: system {balance} != model {acct.balance}"
+            self._events_agree(account, acct)  # touched above: what time did is written
+
+    def _events_agree(self, account: str, acct: ModelAccount) -> None:
+        """R24: the account's outbox is the model's list, seq 1..n without gaps. One read
+        from storage, as for the statement (`read_events` pages through the service)."""
+        events = list(self.repository.events(account, limit=1000))
+        assert len(events) < 1000, f"{account}: an outbox past one page"
+        assert [e.seq for e in events] == list(range(1, len(events) + 1)), (
+            f"R24: {account}: seqs {[e.seq for e in events]} not 1..n"
+        )
+        if len(events) != len(acct.events):
+            raise AssertionError(
+                f"R24: {account}: {len(events)} events, the model {len(acct.events)}:\n"
+                f"  system: {[(e.seq, e.type.value, e.at, dict(e.data)) for e in events]}\n"
+                f"  model:  {[(e.seq, e.type.value, e.at, dict(e.data)) for e in acct.events]}"
+            )
+        for event, expected in zip(events, acct.events, strict=True):
+            _event_agrees(account, event, expected)
 
     def _agree(self, account: str, acct: ModelAccount) -> None:
         """One account's statement, entry by entry, and its balances are the model's."""

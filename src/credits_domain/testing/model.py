@@ -12,7 +12,13 @@ the ledger, entry by entry (R19, R21), so that a statement can be compared line 
 Beyond the seed it keeps, on its own: expiring grants (R23: spent first, the soonest
 expiring first; an `expire` entry at the instant, written when the account is next
 touched; kept while a hold may still charge them), team members and their allowances
-(R22: usage per period counted from the model's ledger) and the guarantee's tally (R25).
+(R22: usage per period counted from the model's ledger), the guarantee's tally (R25) and
+the events each step must leave in the outbox (R24): `ModelAccount.events`, numbered 1,
+2, 3, ... per account. Each pool's balance is checked against its threshold (the one set,
+else 10% of the plan's allowance, rounded up, moved by a plan change) on charge and
+expiry entries only, entry by entry; boundaries, upgrades, expiries, bounce refunds and
+each period's first breach of the guarantee (judged after every email charged and every
+bounce) add theirs in the order docs/rules.md R24 gives.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from credits_domain.errors import (
     UnknownAccount,
     UnknownMember,
 )
+from credits_domain.events import EventType
 from credits_domain.ledger import EntryKind
 from credits_domain.plans import Credits, Plan
 from credits_domain.policy import ChargePolicy
@@ -129,6 +136,24 @@ class ModelEntry:
     member: str | None = None  # R22: the member a charge (and its refund) was for
 
 
+@attrs.frozen(kw_only=True)
+class ModelEvent:
+    """One event as the model predicts it (R24): its seq, type, instant and the data
+    fields that matter (the system's data may carry more)."""
+
+    seq: int
+    type: EventType
+    at: datetime
+    data: Mapping[str, object]
+
+
+def low_default(plan: Plan, pool: Channel) -> int:
+    """R24: a pool's default low-balance threshold, 10% of the plan's monthly allowance
+    rounded up, written again (a tenth, up to the next whole credit)."""
+    monthly = plan.monthly.of(pool)
+    return monthly // 10 + (monthly % 10 != 0)
+
+
 @attrs.define(eq=False)
 class ModelHold:
     """Credits held by a request between its reserve and its settle (R16)."""
@@ -194,6 +219,43 @@ class ModelAccount:
     ledger: list[ModelEntry] = attrs.field(factory=list)
     grants: list[ModelGrant] = attrs.field(factory=list)  # R23, in the order made
     members: dict[str, Credits | None] = attrs.field(factory=dict)  # R22: allowances
+    events: list[ModelEvent] = attrs.field(factory=list)  # R24, kept across a lapse
+    thresholds: dict[Channel, int] = attrs.field(factory=dict)  # R24: set ones only
+    # R25 per period index of this subscription: emails charged, bounces, breached.
+    emails: dict[int, int] = attrs.field(factory=dict)
+    bounces: dict[int, int] = attrs.field(factory=dict)
+    breached: set[int] = attrs.field(factory=set)
+
+    def emit(self, kind: EventType, at: datetime, **data: object) -> None:
+        self.events.append(ModelEvent(seq=len(self.events) + 1, type=kind, at=at, data=data))
+
+    def threshold(self, pool: Channel) -> int:
+        found = self.thresholds.get(pool)
+        return low_default(self.plan, pool) if found is None else found
+
+    def period_of(self, at: datetime) -> int | None:
+        """The index of this subscription's period holding `at` (None: before it)."""
+        if at < self.anchor:
+            return None
+        index = 0
+        while nth_month(self.anchor, index + 1) <= at:
+            index += 1
+            assert index <= MAX_BOUNDARIES_PER_ADVANCE, "a period search past a century"
+        return index
+
+    def judge(self, index: int, at: datetime) -> None:
+        """R25 for period `index`, after an email charged or a bounce: guarantee.breached
+        the first time it breaches."""
+        emails, bounces = self.emails.get(index, 0), self.bounces.get(index, 0)
+        if index not in self.breached and emails >= GUARANTEE_MIN_EMAILS and bounces * 100 > emails:
+            self.breached.add(index)
+            self.emit(
+                EventType.GUARANTEE_BREACHED,
+                at,
+                period=index,
+                emails_charged=emails,
+                bounces=bounces,
+            )
 
     def append(
         self,
@@ -206,7 +268,9 @@ class ModelAccount:
         grant: int | None = None,
         member: str | None = None,
     ) -> None:
+        before = self.balance[pool]
         self.balance[pool] += amount
+        seq = len(self.ledger)
         self.ledger.append(
             ModelEntry(
                 kind=kind,
@@ -219,6 +283,16 @@ class ModelAccount:
                 member=member,
             )
         )
+        if kind in (EntryKind.CHARGE, EntryKind.EXPIRE):  # R24: never holds or boundaries
+            after, threshold = self.balance[pool], self.threshold(pool)
+            fields = {"pool": pool.value, "balance": after, "threshold": threshold}
+            if before > threshold >= after:
+                self.emit(EventType.CREDITS_LOW, at, entry_seq=seq, **fields)
+            if before > 0 == after:
+                self.emit(EventType.CREDITS_DEPLETED, at, entry_seq=seq, **fields)
+        if kind is EntryKind.CHARGE and datum is not None and channel_of(datum) is Channel.EMAIL:
+            self.emails[self.index] = self.emails.get(self.index, 0) + 1
+            self.judge(self.index, at)
 
     def period_start(self) -> datetime:
         return nth_month(self.anchor, self.index)
@@ -247,6 +321,15 @@ class ModelAccount:
             keep = kept[grant.grant_id]
             if grant.remaining > keep:
                 at = now if grant.kept else grant.expires_at
+                self.emit(
+                    EventType.GRANT_EXPIRED,
+                    at,
+                    grant=grant.grant_id,
+                    pool=grant.pool.value,
+                    credits=grant.remaining - keep,
+                    expires_at=grant.expires_at.isoformat(),
+                    entry_seq=len(self.ledger),
+                )
                 self.append(
                     EntryKind.EXPIRE, grant.pool, keep - grant.remaining, at, grant=grant.grant_id
                 )
@@ -351,10 +434,17 @@ class ReferenceModel:
                         if acct.balance[pool]:
                             acct.append(EntryKind.FORFEIT, pool, -acct.balance[pool], boundary)
                     acct.status, acct.ends_at, acct.pending = "lapsed", None, None
+                    ended = EventType.SUBSCRIPTION_LAPSED
+                    acct.emit(ended, boundary, plan=acct.plan.name, period=acct.index)
                     continue
                 acct.index += 1
                 if acct.pending is not None:
-                    acct.plan, acct.pending = acct.pending, None
+                    old, acct.plan, acct.pending = acct.plan, acct.pending, None
+                    acct.emit(
+                        EventType.PLAN_CHANGED,
+                        boundary,
+                        **{"from": old.name, "to": acct.plan.name, "period": acct.index},
+                    )
                 if acct.status == "active":
                     cap = acct.plan.rollover_cap
                     if cap is not None:
@@ -367,6 +457,16 @@ class ReferenceModel:
                             if excess > 0:
                                 acct.append(EntryKind.FORFEIT, pool, -excess, boundary)
                     acct.grant_allowance(boundary)
+                acct.emit(
+                    EventType.PERIOD_RENEWED,
+                    boundary,
+                    period=acct.index,
+                    start=boundary.isoformat(),
+                    end=nth_month(acct.anchor, acct.index + 1).isoformat(),
+                    plan=acct.plan.name,
+                    status=acct.status,
+                    balance={pool.value: acct.balance[pool] for pool in Channel},
+                )
             else:
                 raise AssertionError(f"more than {MAX_BOUNDARIES_PER_ADVANCE} periods at once")
             acct.expire(now)
@@ -393,6 +493,7 @@ class ReferenceModel:
         if acct is not None:  # R12, R17, R19: data, keys and ledger outlive a lapse
             fresh.owned, fresh.keys, fresh.ledger = acct.owned, acct.keys, acct.ledger
             fresh.members = acct.members  # R22: the team outlives a lapse too
+            fresh.events, fresh.thresholds = acct.events, acct.thresholds  # R24 too
         fresh.grant_allowance(now)
         self.accounts[account] = fresh
 
@@ -409,6 +510,9 @@ class ReferenceModel:
         length_s = int((end - start).total_seconds())
         old = acct.plan
         acct.plan, acct.pending = plan, None
+        acct.emit(
+            EventType.PLAN_CHANGED, now, **{"from": old.name, "to": plan.name, "period": acct.index}
+        )
         for pool in Channel:
             extra = (plan.monthly.of(pool) - old.monthly.of(pool)) * left_s // length_s
             if extra > 0:
@@ -644,6 +748,20 @@ class ReferenceModel:
             grant=back_to,
             member=purchase.member,
         )
+        acct.emit(
+            EventType.CHARGE_REFUNDED,
+            now,
+            datum=datum,
+            pool=purchase.pool.value,
+            credits=purchase.credits,
+            reason="bounce",
+            member=purchase.member,
+            entry_seq=len(acct.ledger) - 1,
+        )
+        index = acct.period_of(purchase.at)  # R25: the period of the charge, if this one's
+        if index is not None:
+            acct.bounces[index] = acct.bounces.get(index, 0) + 1
+            acct.judge(index, now)
 
     # -- expiring grants (R23), members (R22), the guarantee (R25) ------------------------
 
@@ -708,6 +826,21 @@ class ReferenceModel:
             bounces,
             len(charged) >= GUARANTEE_MIN_EMAILS and bounces * 100 > len(charged),
         )
+
+    def set_low_threshold(self, account: str, pool: Channel, credits: int | None) -> None:
+        """R24: a pool's threshold, or None for the plan's default; fires nothing."""
+        acct = self._get(account)
+        if credits is None:
+            acct.thresholds.pop(pool, None)
+        else:
+            acct.thresholds[pool] = credits
+
+    def thresholds(self, account: str) -> dict[Channel, int]:
+        acct = self._get(account)
+        return {pool: acct.threshold(pool) for pool in Channel}
+
+    def events(self, account: str) -> list[ModelEvent]:
+        return list(self._get(account).events)
 
     def balance(self, account: str) -> dict[Channel, int]:
         return dict(self._get(account).balance)
