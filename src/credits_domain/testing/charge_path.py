@@ -32,7 +32,7 @@ request may reserve on one and settle on the other. They check:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -286,6 +286,26 @@ class ChargePathContract:
             work(uow)
             uow.commit()
 
+    @classmethod
+    def _own(cls, repository: Repository, contacts: Iterable[Contact], entry_seq: int) -> None:
+        """Record that account "acct" owns `contacts`, one credit each (R12)."""
+        cls._in_unit(
+            repository,
+            lambda uow: uow.dedup.add(
+                [
+                    Ownership(
+                        account="acct",
+                        contact=c,
+                        pool=c.channel,
+                        credits=1,
+                        charged_at=T0,
+                        entry_seq=entry_seq,
+                    )
+                    for c in contacts
+                ]
+            ),
+        )
+
     @staticmethod
     def _wallet(repository: Repository) -> Wallet:
         with repository.unit_of_work() as uow:
@@ -356,22 +376,7 @@ class ChargePathContract:
     ) -> None:
         """R12: data the account owns are reported, and cost nothing to hold."""
         self._open(repository)
-        self._in_unit(
-            repository,
-            lambda uow: uow.dedup.add(
-                [
-                    Ownership(
-                        account="acct",
-                        contact=c,
-                        pool=c.channel,
-                        credits=1,
-                        charged_at=T0,
-                        entry_seq=9,
-                    )
-                    for c in (E1, M1)
-                ]
-            ),
-        )
+        self._own(repository, (E1, M1), entry_seq=9)
         reserved = self._reserve(repository, _request([E1, E2, M1, E1]))
         assert reserved.owned == frozenset({E1, M1})
         assert reserved.capacity == Credits(email=1)
@@ -594,22 +599,7 @@ class ChargePathContract:
         self._open(repository)
         request = _request([E1, E2, M1], key="k")
         reserved = self._reserve(repository, request)
-        self._in_unit(
-            repository,
-            lambda uow: uow.dedup.add(
-                [
-                    Ownership(
-                        account="acct",
-                        contact=c,
-                        pool=c.channel,
-                        credits=1,
-                        charged_at=T0,
-                        entry_seq=7,
-                    )
-                    for c in (E2, M1)
-                ]
-            ),
-        )
+        self._own(repository, (E2, M1), entry_seq=7)
         before = self._snapshot(repository)
         answer = self._path(repository).settle_fast(
             request,
